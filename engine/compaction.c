@@ -1,0 +1,645 @@
+/*
+ * compaction.c -- leveled compaction (which files to merge, and the merge itself) and
+ * build_table, which writes a memtable out as a level-0 table.
+ *
+ * Picking (LevelDB style): level L >= 1 may hold 10 MiB * 10^(L-1); its score is bytes/target,
+ * level 0's is files / VSET_L0_COMPACT_TRIGGER. The highest score >= 1 whose inputs are free
+ * wins. Inputs: at L0 the oldest file plus every L0 file overlapping (transitively); at L >= 1
+ * the first file after the level's compact pointer (round robin); then every L+1 file
+ * overlapping them. Both input sets are closed under user-key overlap within their level
+ * ("boundary inputs", engine-notes.md section 5), so the versions of one user key are never
+ * split between a compaction's inputs and what it leaves behind. The last level is never
+ * picked; vset_compact_range compacts it into itself.
+ *
+ * Merging, for each user key newest to oldest (s = a version's seq, s' = the next newer
+ * version's seq, infinity for the newest):
+ *   keep      iff s' > floor_seq, or a snapshot p has s <= p < s'
+ *   TTL       an expired value (expire_at <= expiry_floor_ms) is a DELETE at the same seq
+ *   DELETE    DELETEs older than every kept value of their key (the oldest kept versions)
+ *             and older than floor_seq are dropped when no level below the output level may
+ *             hold the key: nothing older can show through them. (Within the history window
+ *             a deletion stays, so the key's history still shows it.)
+ * Output files are cut at about opts.table_bytes, only between user keys, so invariant 3 of
+ * version.h holds for the output level.
+ */
+#include "version.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dbformat.h"
+#include "kvio.h"
+
+#define CMP_L1_TARGET_BYTES (10.0 * 1024 * 1024)
+#define CMP_DEFAULT_TABLE_BYTES (8u << 20)
+
+typedef struct file_set {
+    file_meta **f;
+    size_t n, cap;
+} file_set;
+
+struct compaction {
+    vset *vs;
+    version *v; /* pinned for the whole compaction */
+    int level, out_level;
+    file_set in[2]; /* in[0]: files of level; in[1]: files of level + 1 */
+};
+
+/* ------------------------------------------------------------------ file sets ---- */
+
+static kv_slice f_lo(const file_meta *f)
+{
+    return ikey_user_key(kv_buf_slice(&f->smallest));
+}
+
+static kv_slice f_hi(const file_meta *f)
+{
+    return ikey_user_key(kv_buf_slice(&f->largest));
+}
+
+static int set_has(const file_set *s, const file_meta *f)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (s->f[i] == f)
+            return 1;
+    return 0;
+}
+
+static int set_add(file_set *s, file_meta *f)
+{
+    if (s->n == s->cap) {
+        size_t nc = s->cap ? s->cap * 2 : 8;
+        file_meta **p = realloc(s->f, nc * sizeof *p);
+        if (!p)
+            return -ENOMEM;
+        s->f = p;
+        s->cap = nc;
+    }
+    s->f[s->n++] = f;
+    return 0;
+}
+
+/* The user-key range [*lo, *hi] covered by s (non-empty). */
+static void set_range(const file_set *s, kv_slice *lo, kv_slice *hi)
+{
+    *lo = f_lo(s->f[0]);
+    *hi = f_hi(s->f[0]);
+    for (size_t i = 1; i < s->n; i++) {
+        if (kv_slice_cmp(f_lo(s->f[i]), *lo) < 0)
+            *lo = f_lo(s->f[i]);
+        if (kv_slice_cmp(f_hi(s->f[i]), *hi) > 0)
+            *hi = f_hi(s->f[i]);
+    }
+}
+
+/* 1 if f's user range meets [lo, hi] (NULL bounds are open). */
+static int f_overlaps(const file_meta *f, const kv_slice *lo, const kv_slice *hi)
+{
+    return (!lo || kv_slice_cmp(f_hi(f), *lo) >= 0) && (!hi || kv_slice_cmp(f_lo(f), *hi) <= 0);
+}
+
+/* Adds to s every file of level meeting [lo, hi], then closes s under overlap in that level
+ * (a file meeting the range of s joins it), which also pulls in boundary files. */
+static int set_expand(file_set *s, const version *v, int level, const kv_slice *lo,
+                      const kv_slice *hi)
+{
+    for (size_t i = 0; i < v->nfiles[level]; i++) {
+        file_meta *f = v->files[level][i];
+        if (f_overlaps(f, lo, hi) && !set_has(s, f) && set_add(s, f))
+            return -ENOMEM;
+    }
+    for (int grew = 1; grew && s->n;) {
+        kv_slice rlo, rhi;
+        set_range(s, &rlo, &rhi);
+        grew = 0;
+        for (size_t i = 0; i < v->nfiles[level]; i++) {
+            file_meta *f = v->files[level][i];
+            if (f_overlaps(f, &rlo, &rhi) && !set_has(s, f)) {
+                if (set_add(s, f))
+                    return -ENOMEM;
+                grew = 1;
+            }
+        }
+    }
+    return 0;
+}
+
+static int set_busy(const file_set *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (s->f[i]->compacting)
+            return 1;
+    return 0;
+}
+
+static void set_mark(const file_set *s, int on)
+{
+    for (size_t i = 0; i < s->n; i++)
+        s->f[i]->compacting = on;
+}
+
+/* ------------------------------------------------------------------- picking ---- */
+
+static compaction *cmp_new(vset *vs, version *v, int level)
+{
+    compaction *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->vs = vs;
+    c->v = v;
+    c->level = level;
+    c->out_level = level < KV_MAX_LEVELS - 1 ? level + 1 : level;
+    return c;
+}
+
+static void cmp_discard(compaction *c)
+{
+    free(c->in[0].f);
+    free(c->in[1].f);
+    free(c);
+}
+
+/* Completes c from in[0]: in[1] and the busy check (vs->mu held). 1 = ready, 0 = busy or
+ * failed (c left for the caller to discard). */
+static int cmp_complete(compaction *c)
+{
+    if (c->in[0].n == 0 || set_busy(&c->in[0]))
+        return 0;
+    if (c->out_level != c->level) {
+        kv_slice lo, hi;
+        set_range(&c->in[0], &lo, &hi);
+        if (set_expand(&c->in[1], c->v, c->out_level, &lo, &hi) || set_busy(&c->in[1]))
+            return 0;
+    }
+    return 1;
+}
+
+/* Marks c's inputs, remembers the compact pointer, pins the version (vs->mu held). */
+static compaction *cmp_start(compaction *c)
+{
+    set_mark(&c->in[0], 1);
+    set_mark(&c->in[1], 1);
+    const kv_buf *largest = &c->in[0].f[0]->largest;
+    for (size_t i = 1; i < c->in[0].n; i++)
+        if (ikey_cmp(kv_buf_slice(&c->in[0].f[i]->largest), kv_buf_slice(largest)) > 0)
+            largest = &c->in[0].f[i]->largest;
+    (void)kv_buf_set(&c->vs->compact_pointer[c->level], largest->data, largest->len);
+    version_ref(c->v);
+    return c;
+}
+
+/* A compaction at level seeded with file f, or NULL (vs->mu held). */
+static compaction *cmp_try(vset *vs, version *v, int level, file_meta *f)
+{
+    compaction *c = cmp_new(vs, v, level);
+    if (!c)
+        return NULL;
+    kv_slice lo = f_lo(f), hi = f_hi(f);
+    if (set_expand(&c->in[0], v, level, &lo, &hi) == 0 && cmp_complete(c))
+        return cmp_start(c);
+    cmp_discard(c);
+    return NULL;
+}
+
+static compaction *cmp_pick_level(vset *vs, version *v, int level)
+{
+    size_t n = v->nfiles[level];
+    if (level == 0)
+        return cmp_try(vs, v, 0, v->files[0][n - 1]); /* the oldest file */
+    const kv_buf *ptr = &vs->compact_pointer[level];
+    size_t start = 0;
+    if (ptr->len >= KV_TAG_BYTES)
+        while (start < n &&
+               ikey_cmp(kv_buf_slice(&v->files[level][start]->largest), kv_buf_slice(ptr)) <= 0)
+            start++;
+    for (size_t k = 0; k < n; k++) {
+        file_meta *f = v->files[level][(start + k) % n];
+        if (f->compacting)
+            continue;
+        compaction *c = cmp_try(vs, v, level, f);
+        if (c)
+            return c;
+    }
+    return NULL;
+}
+
+static double cmp_score(const version *v, int level)
+{
+    if (level == 0)
+        return (double)v->nfiles[0] / VSET_L0_COMPACT_TRIGGER;
+    double target = CMP_L1_TARGET_BYTES;
+    for (int l = 1; l < level; l++)
+        target *= 10;
+    return (double)version_level_bytes(v, level) / target;
+}
+
+compaction *vset_pick_compaction(vset *vs)
+{
+    double score[KV_MAX_LEVELS - 1];
+    int tried[KV_MAX_LEVELS - 1] = {0};
+    compaction *c = NULL;
+    pthread_mutex_lock(&vs->mu);
+    version *v = vs->current;
+    for (int l = 0; l < KV_MAX_LEVELS - 1; l++)
+        score[l] = cmp_score(v, l);
+    for (int round = 0; round < KV_MAX_LEVELS - 1 && !c; round++) {
+        int best = -1;
+        for (int l = 0; l < KV_MAX_LEVELS - 1; l++)
+            if (!tried[l] && score[l] >= 1.0 && (best < 0 || score[l] > score[best]))
+                best = l;
+        if (best < 0)
+            break;
+        tried[best] = 1;
+        c = cmp_pick_level(vs, v, best);
+    }
+    pthread_mutex_unlock(&vs->mu);
+    return c;
+}
+
+compaction *vset_compact_range(vset *vs, int level, kv_slice *lo, kv_slice *hi, int *busy)
+{
+    *busy = 0;
+    if (level < 0 || level >= KV_MAX_LEVELS)
+        return NULL;
+    pthread_mutex_lock(&vs->mu);
+    compaction *c = cmp_new(vs, vs->current, level);
+    if (c && set_expand(&c->in[0], c->v, level, lo, hi) == 0 && c->in[0].n) {
+        if (cmp_complete(c)) {
+            c = cmp_start(c);
+            goto out;
+        }
+        *busy = 1; /* files exist but are taken (or memory ran out: retry later) */
+    }
+    if (c)
+        cmp_discard(c);
+    c = NULL;
+out:
+    pthread_mutex_unlock(&vs->mu);
+    return c;
+}
+
+int compaction_level(const compaction *c)
+{
+    return c->level;
+}
+
+void compaction_free(compaction *c)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&c->vs->mu);
+    set_mark(&c->in[0], 0);
+    set_mark(&c->in[1], 0);
+    pthread_mutex_unlock(&c->vs->mu);
+    version_unref(c->v);
+    cmp_discard(c);
+}
+
+/* ------------------------------------------------------------------- outputs ---- */
+
+typedef struct cmp_output {
+    uint64_t number;
+    sst_props props;
+} cmp_output;
+
+/* The table being written and those finished, shared by compaction and build_table. */
+typedef struct out_writer {
+    vset *vs;
+    sst_builder *b;
+    uint64_t number; /* of b */
+    cmp_output *outs;
+    size_t nouts, capouts;
+} out_writer;
+
+static int out_open(out_writer *w)
+{
+    char path[PATH_MAX];
+    sst_build_opts o = {w->vs->opts.block_bytes, w->vs->opts.compression_level,
+                        w->vs->opts.bloom_bits_per_key};
+    w->number = vset_new_file_number(w->vs);
+    int rc = vset_table_path(w->vs, w->number, path, sizeof path);
+    return rc ? rc : sst_builder_open(path, &o, &w->b);
+}
+
+static int out_add(out_writer *w, kv_slice ikey, kv_slice value)
+{
+    if (!w->b) {
+        int rc = out_open(w);
+        if (rc)
+            return rc;
+    }
+    return sst_builder_add(w->b, ikey, value);
+}
+
+static int out_finish(out_writer *w)
+{
+    if (!w->b)
+        return 0;
+    if (w->nouts == w->capouts) {
+        size_t nc = w->capouts ? w->capouts * 2 : 4;
+        cmp_output *p = realloc(w->outs, nc * sizeof *p);
+        if (!p)
+            return -ENOMEM;
+        w->outs = p;
+        w->capouts = nc;
+    }
+    cmp_output *o = &w->outs[w->nouts];
+    memset(o, 0, sizeof *o);
+    o->number = w->number;
+    sst_builder *b = w->b;
+    w->b = NULL;
+    int rc = sst_builder_finish(b, &o->props);
+    if (rc == 0)
+        w->nouts++;
+    return rc;
+}
+
+/* Finishes the last table and fsyncs the directory (once for all outputs). */
+static int out_close(out_writer *w)
+{
+    int rc = out_finish(w);
+    if (rc == 0 && w->nouts)
+        rc = kvio_fsync_dir(w->vs->dir);
+    return rc;
+}
+
+/* Removes path on an error path without replacing the message of the first error. */
+static void unlink_keep_error(const char *path)
+{
+    char saved[512];
+    snprintf(saved, sizeof saved, "%s", kv_last_error());
+    (void)kvio_unlink(path);
+    kv_error(0, "%s", saved);
+}
+
+/* Releases w; with discard, removes every table it wrote. */
+static void out_release(out_writer *w, int discard)
+{
+    if (w->b)
+        sst_builder_abandon(w->b);
+    for (size_t i = 0; i < w->nouts; i++) {
+        char path[PATH_MAX];
+        if (discard && vset_table_path(w->vs, w->outs[i].number, path, sizeof path) == 0)
+            unlink_keep_error(path);
+        sst_props_free(&w->outs[i].props);
+    }
+    free(w->outs);
+    memset(w, 0, sizeof *w);
+}
+
+/* ------------------------------------------------------------------- merging ---- */
+
+typedef struct cmp_job {
+    compaction *c;
+    const retention *r;
+    out_writer w;
+    size_t table_bytes;
+    kv_buf ukey;       /* the user key being walked */
+    int have_key;
+    uint64_t newer;    /* s': seq of the next newer version of ukey (UINT64_MAX: none) */
+    uint64_t *pending; /* kept DELETEs (seqs, newest first) with no kept version after */
+    size_t npending, cappending;
+    kv_buf scratch;    /* internal keys being built */
+} cmp_job;
+
+/* 1 if some snapshot p has s <= p < newer. */
+static int snap_between(const retention *r, uint64_t s, uint64_t newer)
+{
+    size_t lo = 0, hi = r->nsnaps;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (r->snap_seqs[mid] < s)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < r->nsnaps && r->snap_seqs[lo] < newer;
+}
+
+/* 1 if no level below the output level may hold ukey (LevelDB IsBaseLevelForKey). */
+static int base_level_for(const compaction *c, kv_slice ukey)
+{
+    for (int l = c->out_level + 1; l < KV_MAX_LEVELS; l++) {
+        file_meta **fs = c->v->files[l];
+        size_t lo = 0, hi = c->v->nfiles[l];
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (kv_slice_cmp(f_hi(fs[mid]), ukey) < 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo < c->v->nfiles[l] && kv_slice_cmp(f_lo(fs[lo]), ukey) <= 0)
+            return 0;
+    }
+    return 1;
+}
+
+static int job_emit(cmp_job *j, uint64_t seq, unsigned type, kv_slice value)
+{
+    j->scratch.len = 0;
+    int rc = ikey_append(&j->scratch, kv_buf_slice(&j->ukey), seq, type);
+    return rc ? rc : out_add(&j->w, kv_buf_slice(&j->scratch), value);
+}
+
+static int job_flush_pending(cmp_job *j)
+{
+    int rc = 0;
+    for (size_t i = 0; i < j->npending && rc == 0; i++)
+        rc = job_emit(j, j->pending[i], KV_TYPE_DELETE, kv_slice_of(NULL, 0));
+    j->npending = 0;
+    return rc;
+}
+
+static int job_add_pending(cmp_job *j, uint64_t seq)
+{
+    if (j->npending == j->cappending) {
+        size_t nc = j->cappending ? j->cappending * 2 : 8;
+        uint64_t *p = realloc(j->pending, nc * sizeof *p);
+        if (!p)
+            return -ENOMEM;
+        j->pending = p;
+        j->cappending = nc;
+    }
+    j->pending[j->npending++] = seq;
+    return 0;
+}
+
+/* The key's walk is over: pending DELETEs are its oldest kept versions and hide nothing
+ * unless a deeper level may hold the key. Those older than floor_seq go; a newer one is part
+ * of the history readers may still list (kv_history) and stays. */
+static int job_end_key(cmp_job *j)
+{
+    if (j->npending && base_level_for(j->c, kv_buf_slice(&j->ukey)))
+        while (j->npending && j->pending[j->npending - 1] < j->r->floor_seq)
+            j->npending--; /* newest first: the old ones are the tail */
+    int rc = job_flush_pending(j);
+    if (rc == 0 && j->w.b && sst_builder_file_bytes(j->w.b) >= j->table_bytes)
+        rc = out_finish(&j->w); /* a user-key boundary: the only place to cut */
+    return rc;
+}
+
+static int job_entry(cmp_job *j, const kv_parsed_key *pk, kv_slice value)
+{
+    int rc = 0;
+    if (!j->have_key || kv_slice_cmp(pk->user_key, kv_buf_slice(&j->ukey)) != 0) {
+        if (j->have_key && (rc = job_end_key(j)) != 0)
+            return rc;
+        if ((rc = kv_buf_set(&j->ukey, pk->user_key.data, pk->user_key.len)) != 0)
+            return rc;
+        j->have_key = 1;
+        j->newer = UINT64_MAX;
+    } else if (pk->seq >= j->newer) {
+        return 0; /* the same version twice (two inputs): keep the first */
+    }
+    uint64_t s = pk->seq, newer = j->newer;
+    unsigned type = pk->type;
+    j->newer = s;
+    if (!(newer > j->r->floor_seq || snap_between(j->r, s, newer)))
+        return 0; /* no reader can see it */
+    if (type == KV_TYPE_VALUE_TTL) {
+        uint64_t exp;
+        kv_slice uv;
+        if (kv_value_decode(type, value, &exp, &uv))
+            return kv_error(-EUCLEAN, "compaction: short TTL value in input tables of level %d",
+                            j->c->level);
+        if (exp != 0 && exp <= j->r->expiry_floor_ms)
+            type = KV_TYPE_DELETE;
+    }
+    if (type == KV_TYPE_DELETE)
+        return job_add_pending(j, s);
+    /* an older value is kept: the DELETEs above it must stay to hide it */
+    rc = job_flush_pending(j);
+    return rc ? rc : job_emit(j, s, type, value);
+}
+
+/* The merged iterator over every input (children owned by the result). */
+static int job_input(compaction *c, iter **out)
+{
+    size_t n = c->in[0].n + c->in[1].n, k = 0;
+    iter **kids = calloc(n ? n : 1, sizeof *kids);
+    if (!kids)
+        return -ENOMEM;
+    int rc = 0;
+    for (int s = 0; s < 2 && rc == 0; s++) {
+        for (size_t i = 0; i < c->in[s].n && rc == 0; i++) {
+            sst_reader *r;
+            rc = file_reader(c->in[s].f[i], &r);
+            if (rc == 0 && !(kids[k++] = sst_reader_iter(r)))
+                rc = -ENOMEM;
+        }
+    }
+    if (rc) {
+        for (size_t i = 0; i < k; i++)
+            iter_destroy(kids[i]);
+        free(kids);
+        return rc;
+    }
+    *out = iter_merge_new(kids, k);
+    return 0;
+}
+
+static int job_run(cmp_job *j)
+{
+    iter *it = NULL;
+    int rc = job_input(j->c, &it);
+    if (rc)
+        return rc;
+    for (iter_seek_first(it); iter_valid(it) && rc == 0; iter_next(it)) {
+        kv_parsed_key pk;
+        if (ikey_parse(iter_key(it), &pk)) {
+            rc = kv_error(-EUCLEAN, "compaction: bad internal key in input tables of level %d",
+                          j->c->level);
+            break;
+        }
+        rc = job_entry(j, &pk, iter_value(it));
+    }
+    if (rc == 0)
+        rc = iter_status(it);
+    if (rc == 0 && j->have_key)
+        rc = job_end_key(j);
+    iter_destroy(it);
+    return rc;
+}
+
+static int job_fill_edit(cmp_job *j, version_edit *e)
+{
+    compaction *c = j->c;
+    int rc = 0;
+    for (int s = 0; s < 2; s++)
+        for (size_t i = 0; i < c->in[s].n && rc == 0; i++)
+            rc = edit_delete_file(e, c->level + s, c->in[s].f[i]->number);
+    for (size_t i = 0; i < j->w.nouts && rc == 0; i++)
+        rc = edit_add_file(e, c->out_level, j->w.outs[i].number, &j->w.outs[i].props);
+    return rc;
+}
+
+int compaction_run(compaction *c, const retention *r, version_edit *e, uint64_t *bytes_read,
+                   uint64_t *bytes_written)
+{
+    cmp_job j;
+    memset(&j, 0, sizeof j);
+    j.c = c;
+    j.r = r;
+    j.w.vs = c->vs;
+    j.table_bytes = c->vs->opts.table_bytes ? c->vs->opts.table_bytes : CMP_DEFAULT_TABLE_BYTES;
+    int rc = job_run(&j);
+    if (rc == 0)
+        rc = out_close(&j.w);
+    if (rc == 0)
+        rc = job_fill_edit(&j, e);
+    uint64_t in_bytes = 0, out_bytes = 0;
+    for (int s = 0; s < 2; s++)
+        for (size_t i = 0; i < c->in[s].n; i++)
+            in_bytes += c->in[s].f[i]->file_bytes;
+    for (size_t i = 0; i < j.w.nouts; i++)
+        out_bytes += j.w.outs[i].props.file_bytes;
+    if (bytes_read)
+        *bytes_read = in_bytes;
+    if (bytes_written)
+        *bytes_written = rc ? 0 : out_bytes;
+    out_release(&j.w, rc != 0);
+    kv_buf_free(&j.ukey);
+    kv_buf_free(&j.scratch);
+    free(j.pending);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- build_table ---- */
+
+int build_table(vset *vs, iter *it, uint64_t number, sst_props *props)
+{
+    char path[PATH_MAX];
+    sst_builder *b = NULL;
+    sst_build_opts o = {vs->opts.block_bytes, vs->opts.compression_level,
+                        vs->opts.bloom_bits_per_key};
+    memset(props, 0, sizeof *props);
+    iter_seek_first(it);
+    if (!iter_valid(it))
+        return iter_status(it); /* empty: no file */
+    int rc = vset_table_path(vs, number, path, sizeof path);
+    if (rc == 0)
+        rc = sst_builder_open(path, &o, &b);
+    for (; rc == 0 && iter_valid(it); iter_next(it))
+        rc = sst_builder_add(b, iter_key(it), iter_value(it));
+    if (rc == 0)
+        rc = iter_status(it);
+    if (rc) {
+        if (b)
+            sst_builder_abandon(b);
+        return rc;
+    }
+    rc = sst_builder_finish(b, props);
+    if (rc)
+        return rc;
+    rc = kvio_fsync_dir(vs->dir);
+    if (rc) {
+        sst_props_free(props);
+        memset(props, 0, sizeof *props);
+        unlink_keep_error(path);
+    }
+    return rc;
+}

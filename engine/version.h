@@ -1,0 +1,213 @@
+/*
+ * version.h -- the set of live SSTables (a "version"), the MANIFEST that records how it
+ * changes, and the durable store metadata that travels with it: named snapshots and the
+ * sequence<->time map.
+ *
+ * Invariants:
+ *  (1) A version is immutable once installed; readers pin one with version_ref and never wait
+ *      for compaction. vset_log_and_apply builds a new version from the current one plus an
+ *      edit, appends the edit to the MANIFEST and fsyncs it, and only then installs it.
+ *  (2) A failed MANIFEST write or fsync is sticky: the version set refuses every later edit
+ *      with the same error (the caller makes the whole store read-only).
+ *  (3) Level 0 files may overlap and are ordered newest first (higher file number = newer
+ *      data). In levels >= 1 files are sorted by key and never overlap, and no user key has
+ *      versions in two files of one level. For one user key, versions in level L are newer than
+ *      those in level L+1, so the first level (and the first L0 file) holding a version at or
+ *      below a read sequence holds the one to return.
+ *  (4) A file deleted by an edit is unlinked when the last version referencing it is gone
+ *      (file_meta refcount), never before.
+ *  (5) Named snapshots and time-map samples change only through edits, so they are exactly as
+ *      durable as the MANIFEST.
+ *
+ * Locking: vset->mu protects current, the compacting flags, snapshots, timemap and the
+ * manifest writer; version_ref/unref and file refs are atomic. Callers never hold their own
+ * locks across vset_log_and_apply (it does I/O).
+ */
+#ifndef KV_VERSION_H
+#define KV_VERSION_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "cache.h"
+#include "iter.h"
+#include "kv.h"
+#include "log.h"
+#include "sst.h"
+#include "util.h"
+
+#define VSET_L0_COMPACT_TRIGGER 4
+#define VSET_L0_SLOWDOWN 8
+#define VSET_L0_STOP 12
+
+typedef struct file_meta {
+    uint64_t number;
+    uint64_t file_bytes;
+    uint64_t entries;
+    uint64_t min_seq, max_seq;
+    kv_buf smallest, largest; /* internal keys */
+    atomic_int refs;
+    int compacting;            /* protected by vset->mu */
+    int obsolete;              /* set once an installed edit deleted it */
+    struct vset *vs;           /* for path, cache and unlink on last unref */
+    pthread_mutex_t open_mu;   /* serialises the lazy open of reader */
+    sst_reader *_Atomic reader;
+} file_meta;
+
+typedef struct version {
+    file_meta **files[KV_MAX_LEVELS]; /* L0: newest first; others: sorted by smallest */
+    size_t nfiles[KV_MAX_LEVELS];
+    atomic_int refs;
+    struct vset *vs;
+} version;
+
+typedef struct timemap_sample {
+    uint64_t sec;     /* wall-clock second */
+    uint64_t max_seq; /* the last sequence committed at or before the end of sec */
+} timemap_sample;
+
+typedef struct vset_snapshot {
+    char *name;
+    uint64_t seq;
+    uint64_t time_ms;
+} vset_snapshot;
+
+/* An edit: what one MANIFEST record changes. Build with the edit_* calls. */
+typedef struct version_edit {
+    int has_log_number, has_next_file, has_last_seq;
+    uint64_t log_number; /* WAL segments numbered below this are fully in tables */
+    uint64_t next_file;
+    uint64_t last_seq;
+    struct edit_file {
+        int level;
+        file_meta *f; /* added files: the edit holds one reference */
+    } *added;
+    size_t nadded, capadded;
+    struct edit_del {
+        int level;
+        uint64_t number;
+    } *deleted;
+    size_t ndeleted, capdeleted;
+    vset_snapshot *snap_add;
+    size_t nsnap_add, capsnap_add;
+    char **snap_del;
+    size_t nsnap_del, capsnap_del;
+    timemap_sample *samples; /* appended to the time map */
+    size_t nsamples, capsamples;
+} version_edit;
+
+void edit_init(version_edit *e);
+void edit_free(version_edit *e);
+void edit_set_log_number(version_edit *e, uint64_t n);
+void edit_set_next_file(version_edit *e, uint64_t n);
+void edit_set_last_seq(version_edit *e, uint64_t s);
+/* Creates a file_meta from props (copied) and adds it. */
+int edit_add_file(version_edit *e, int level, uint64_t number, const sst_props *props);
+int edit_delete_file(version_edit *e, int level, uint64_t number);
+int edit_add_snapshot(version_edit *e, const char *name, uint64_t seq, uint64_t time_ms);
+int edit_delete_snapshot(version_edit *e, const char *name);
+int edit_add_sample(version_edit *e, uint64_t sec, uint64_t max_seq);
+
+typedef struct vset {
+    char *dir;
+    kv_options opts;
+    cache *block_cache;
+    pthread_mutex_t mu;
+    version *current;
+    uint64_t next_file;
+    uint64_t last_seq;   /* as recorded in the MANIFEST (the db keeps the live one) */
+    uint64_t log_number;
+    uint64_t manifest_number;
+    log_writer *manifest;
+    int sticky_error;
+    vset_snapshot *snaps; /* sorted by name */
+    size_t nsnaps;
+    timemap_sample *samples; /* sorted by sec and by max_seq, both increasing */
+    size_t nsamples, capsamples;
+    size_t npersisted_samples; /* samples[0..n) are in the MANIFEST */
+    kv_buf compact_pointer[KV_MAX_LEVELS]; /* largest key of the last compaction per level */
+    atomic_uint_fast64_t filter_skips;
+} vset;
+
+/* Reads CURRENT and replays the MANIFEST it names, or, for a new store (no CURRENT and
+ * opts->create_if_missing), starts an empty one. Unless read_only, writes a fresh MANIFEST
+ * holding the whole state and points CURRENT at it. Missing or damaged CURRENT/MANIFEST, or a
+ * live table file that is missing, is -EUCLEAN naming the file. OUT: *vs. */
+int vset_open(const char *dir, const kv_options *opts, cache *bc, vset **vs);
+void vset_close(vset *vs); /* releases the current version; deletes nothing */
+
+/* Applies e (see invariant 1). Fills in next_file and keeps the edit's own log number and
+ * last_seq when given. Consumes nothing: the caller still frees e. */
+int vset_log_and_apply(vset *vs, version_edit *e);
+
+uint64_t vset_new_file_number(vset *vs);
+version *vset_current(vset *vs); /* referenced; release with version_unref */
+
+void version_ref(version *v);
+void version_unref(version *v);
+void file_ref(file_meta *f);
+void file_unref(file_meta *f);
+/* The reader of f, opened on first use (thread-safe). */
+int file_reader(file_meta *f, sst_reader **r);
+int vset_table_path(const vset *vs, uint64_t number, char *out, size_t cap);
+
+/* The newest version of ukey with seq <= max_seq in v (see invariant 3). Returns 1 with the
+ * outputs filled (value owned by the caller), 0 if no table holds one, negative errno. */
+int version_get(version *v, kv_slice ukey, uint64_t max_seq, uint64_t *seq, unsigned *type,
+                kv_buf *value);
+/* Appends to *its one iterator per L0 file and one concatenating iterator per non-empty
+ * deeper level. The iterators do not pin v; the caller does. */
+int version_add_iters(version *v, iter ***its, size_t *n, size_t *cap);
+uint64_t version_level_bytes(const version *v, int level);
+
+/* ---- named snapshots and the time map (all take vs->mu) ---- */
+int vset_snapshot_find(vset *vs, const char *name, vset_snapshot *out); /* name not copied */
+/* OUT: *seqs, malloc'd ascending list of every named snapshot's sequence. */
+int vset_snapshot_seqs(vset *vs, uint64_t **seqs, size_t *n);
+int vset_snapshot_list(vset *vs, kv_snapinfo **list, size_t *n);
+/* Records in memory that sequences up to max_seq were committed by time_ms (monotone: a
+ * clock that went back is clamped to the last sample). Persisted by a later edit that
+ * carries the unpersisted samples (vset_take_samples). */
+void vset_note_commit(vset *vs, uint64_t max_seq, uint64_t time_ms);
+/* Adds to e every in-memory sample not yet in the MANIFEST with max_seq <= upto_seq. */
+int vset_take_samples(vset *vs, version_edit *e, uint64_t upto_seq);
+/* Forgets samples above seq (after recovery found the WAL ended before them). */
+void vset_truncate_samples(vset *vs, uint64_t seq);
+int vset_seq_at_time(vset *vs, uint64_t time_ms, uint64_t *seq);
+int vset_time_of_seq(vset *vs, uint64_t seq, uint64_t *time_ms);
+/* Drops samples wholly older than floor_sec, keeping the last one before it. */
+void vset_prune_samples(vset *vs, uint64_t floor_sec);
+
+/* ---- compaction ---- */
+
+/* What compaction must keep: every version visible at a sequence >= floor_seq or at one of
+ * the snapshot sequences, with TTL expiry judged at expiry_floor_ms or later. */
+typedef struct retention {
+    uint64_t floor_seq;        /* reads at any seq >= this are allowed */
+    const uint64_t *snap_seqs; /* ascending; named and in-memory snapshots below floor */
+    size_t nsnaps;
+    uint64_t expiry_floor_ms;  /* every reader judges expiry at this time or later */
+} retention;
+
+typedef struct compaction compaction;
+
+/* Picks the most urgent compaction of the current version (L0 file count, then level size
+ * against its target), marks its inputs compacting. NULL if none is needed or possible. */
+compaction *vset_pick_compaction(vset *vs);
+/* A compaction of every file of level overlapping [lo, hi] (NULL = unbounded) into level+1,
+ * or NULL if there is nothing (or the files are busy: then *busy is set). */
+compaction *vset_compact_range(vset *vs, int level, kv_slice *lo, kv_slice *hi, int *busy);
+/* Merges the inputs applying the retention rules, writes output tables of about
+ * opts.table_bytes (cut only between user keys), and fills e with the deleted inputs and
+ * added outputs. On error the outputs written so far are removed. */
+int compaction_run(compaction *c, const retention *r, version_edit *e, uint64_t *bytes_read,
+                   uint64_t *bytes_written);
+int compaction_level(const compaction *c); /* input level */
+/* Clears the compacting marks and frees c. */
+void compaction_free(compaction *c);
+
+/* Writes the entries of it (a memtable) into a new table number (no dropping). OUT: *props;
+ * entries == 0 means nothing was written and no file exists. */
+int build_table(vset *vs, iter *it, uint64_t number, sst_props *props);
+
+#endif /* KV_VERSION_H */

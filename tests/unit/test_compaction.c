@@ -1,0 +1,608 @@
+/*
+ * test_compaction.c -- compaction against a brute-force reference of the retention rules
+ * (version.h retention; compaction.c header), output cutting only between user keys, picking
+ * and busy marks, L0 overlap closure, the last level compacting into itself, cleanup after a
+ * failed compaction, and unlinking of obsolete inputs once no version references them.
+ */
+#include <dirent.h>
+#include <limits.h>
+#include <sys/stat.h>
+
+#include "dbformat.h"
+#include "kvio.h"
+#include "memtable.h"
+#include "testutil.h"
+#include "version.h"
+
+typedef struct ent {
+    int key;
+    uint64_t seq;
+    unsigned type;
+    uint64_t expire; /* TTL values */
+    int val;         /* value id */
+} ent;
+
+static void opts_default(kv_options *o, size_t table_bytes)
+{
+    memset(o, 0, sizeof *o);
+    o->create_if_missing = 1;
+    o->block_bytes = 512;
+    o->bloom_bits_per_key = 10;
+    o->table_bytes = table_bytes;
+    o->compression_level = (int)tu_rand_below(2);
+}
+
+static size_t key_str(char *buf, int k)
+{
+    return (size_t)sprintf(buf, "k%04d", k);
+}
+
+/* Stored value bytes of e into buf. */
+static size_t stored_value(const ent *e, uint8_t *buf)
+{
+    size_t n = 0;
+    if (e->type == KV_TYPE_DELETE)
+        return 0;
+    if (e->type == KV_TYPE_VALUE_TTL) {
+        kv_enc64(buf, e->expire);
+        n = 8;
+    }
+    return n + (size_t)sprintf((char *)buf + n, "val-%d-%llu", e->val, (unsigned long long)e->seq);
+}
+
+static int file_exists(vset *vs, uint64_t number)
+{
+    char path[PATH_MAX];
+    struct stat st;
+    CHECK_OK(vset_table_path(vs, number, path, sizeof path));
+    return stat(path, &st) == 0;
+}
+
+/* Builds a table of es[0..n) at level; returns its number (0 if nothing was written). */
+static uint64_t add_table(vset *vs, int level, const ent *es, size_t n)
+{
+    memtable *m = mem_new();
+    CHECK(m != NULL);
+    for (size_t i = 0; i < n; i++) {
+        char key[32];
+        uint8_t val[64];
+        size_t klen = key_str(key, es[i].key), vlen = stored_value(&es[i], val);
+        CHECK_OK(mem_add(m, es[i].seq, es[i].type, kv_slice_of(key, klen),
+                         kv_slice_of(val, vlen)));
+    }
+    uint64_t number = vset_new_file_number(vs);
+    iter *it = mem_iter_new(m);
+    sst_props props;
+    CHECK_OK(build_table(vs, it, number, &props));
+    iter_destroy(it);
+    mem_unref(m);
+    if (n == 0) {
+        CHECK(props.entries == 0 && !file_exists(vs, number));
+        return 0;
+    }
+    CHECK(props.entries == n);
+    version_edit e;
+    edit_init(&e);
+    CHECK_OK(edit_add_file(&e, level, number, &props));
+    sst_props_free(&props);
+    CHECK_OK(vset_log_and_apply(vs, &e));
+    edit_free(&e);
+    return number;
+}
+
+/* ------------------------------------------------------------ the reference ---- */
+
+static int ent_order(const void *a, const void *b)
+{
+    const ent *x = a, *y = b;
+    if (x->key != y->key)
+        return x->key < y->key ? -1 : 1;
+    return x->seq > y->seq ? -1 : x->seq < y->seq ? 1 : 0;
+}
+
+/* The rules written out naively: in (sorted key asc, seq desc) -> out. */
+static size_t reference(const ent *in, size_t n, const retention *r, int deep_lo, int deep_hi,
+                        ent *out)
+{
+    size_t nout = 0;
+    for (size_t i = 0; i < n;) {
+        size_t j = i, first = nout;
+        uint64_t newer = UINT64_MAX;
+        for (; j < n && in[j].key == in[i].key; j++) {
+            uint64_t s = in[j].seq;
+            int keep = newer > r->floor_seq;
+            for (size_t k = 0; k < r->nsnaps; k++)
+                if (s <= r->snap_seqs[k] && r->snap_seqs[k] < newer)
+                    keep = 1;
+            newer = s;
+            if (!keep)
+                continue;
+            ent e = in[j];
+            if (e.type == KV_TYPE_VALUE_TTL && e.expire != 0 && e.expire <= r->expiry_floor_ms)
+                e.type = KV_TYPE_DELETE;
+            out[nout++] = e;
+        }
+        int base = !(in[i].key >= deep_lo && in[i].key <= deep_hi);
+        while (base && nout > first && out[nout - 1].type == KV_TYPE_DELETE &&
+               out[nout - 1].seq < r->floor_seq)
+            nout--;
+        i = j;
+    }
+    return nout;
+}
+
+/* What a reader at seq p (expiry judged at t) sees for key: -1 none, else the index. */
+static long visible(const ent *es, size_t n, int key, uint64_t p, uint64_t t)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (es[i].key != key || es[i].seq > p)
+            continue;
+        if (es[i].type == KV_TYPE_DELETE)
+            return -1;
+        if (es[i].type == KV_TYPE_VALUE_TTL && es[i].expire != 0 && es[i].expire <= t)
+            return -1;
+        return (long)i;
+    }
+    return -1;
+}
+
+/* ------------------------------------------------------------ reading outputs ---- */
+
+static int added_order(const void *a, const void *b)
+{
+    const struct edit_file *x = a, *y = b;
+    return ikey_cmp(kv_buf_slice(&x->f->smallest), kv_buf_slice(&y->f->smallest));
+}
+
+/* Reads every entry of the edit's added files (sorted by range) into out; checks that no user
+ * key is in two files and that the metadata matches the contents. */
+static size_t read_outputs(vset *vs, version_edit *e, ent *out, size_t cap)
+{
+    size_t n = 0;
+    qsort(e->added, e->nadded, sizeof *e->added, added_order);
+    int prev_last = -1;
+    for (size_t i = 0; i < e->nadded; i++) {
+        file_meta *f = e->added[i].f;
+        char path[PATH_MAX];
+        sst_reader *r;
+        CHECK_OK(vset_table_path(vs, f->number, path, sizeof path));
+        CHECK_OK(sst_reader_open(path, f->number, NULL, &r));
+        iter *it = sst_reader_iter(r);
+        size_t start = n;
+        for (iter_seek_first(it); iter_valid(it); iter_next(it)) {
+            kv_parsed_key pk;
+            CHECK_OK(ikey_parse(iter_key(it), &pk));
+            CHECK(n < cap);
+            ent *x = &out[n++];
+            memset(x, 0, sizeof *x);
+            char kb[32];
+            snprintf(kb, sizeof kb, "%.*s", (int)pk.user_key.len, pk.user_key.data);
+            CHECK(sscanf(kb, "k%4d", &x->key) == 1);
+            x->seq = pk.seq;
+            x->type = pk.type;
+            kv_slice v = iter_value(it);
+            if (pk.type == KV_TYPE_DELETE) {
+                CHECK(v.len == 0);
+            } else {
+                size_t off = 0;
+                if (pk.type == KV_TYPE_VALUE_TTL) {
+                    CHECK(v.len >= 8);
+                    x->expire = kv_dec64(v.data);
+                    off = 8;
+                }
+                unsigned long long s;
+                char buf[64];
+                snprintf(buf, sizeof buf, "%.*s", (int)(v.len - off), v.data + off);
+                CHECK(sscanf(buf, "val-%d-%llu", &x->val, &s) == 2 && s == pk.seq);
+            }
+        }
+        CHECK_OK(iter_status(it));
+        iter_destroy(it);
+        sst_reader_close(r);
+        CHECK(n > start && f->entries == n - start);
+        CHECK(out[start].key > prev_last); /* no user key split across outputs */
+        prev_last = out[n - 1].key;
+    }
+    return n;
+}
+
+/* ---------------------------------------------------------- the random test ---- */
+
+#define MAX_ENTS 3000
+
+static void check_same(const ent *got, size_t ngot, const ent *want, size_t nwant)
+{
+    CHECK(ngot == nwant);
+    for (size_t i = 0; i < ngot; i++) {
+        CHECK(got[i].key == want[i].key && got[i].seq == want[i].seq);
+        CHECK(got[i].type == want[i].type);
+        if (want[i].type != KV_TYPE_DELETE)
+            CHECK(got[i].val == want[i].val);
+        if (want[i].type == KV_TYPE_VALUE_TTL)
+            CHECK(got[i].expire == want[i].expire);
+    }
+}
+
+static void random_round(int round)
+{
+    static ent all[MAX_ENTS], sorted[MAX_ENTS], want[MAX_ENTS], got[MAX_ENTS];
+    const char *dir = tu_tmpdir("cmprand");
+    size_t tb = round % 3 == 0 ? 1 : round % 3 == 1 ? 700 : (1u << 20);
+    kv_options o;
+    opts_default(&o, tb);
+    vset *vs;
+    CHECK_OK(vset_open(dir, &o, NULL, &vs));
+
+    int nkeys = 5 + (int)tu_rand_below(60);
+    int with_deep = round % 2;
+    uint64_t seq = 1;
+    int deep_lo = nkeys / 3, deep_hi = nkeys / 3 + 5;
+    if (with_deep) { /* the oldest versions of a few keys, two levels below the output */
+        ent deep[6];
+        for (int k = 0; k < 6; k++)
+            deep[k] = (ent){deep_lo + k, seq++, KV_TYPE_VALUE, 0, 1000 + k};
+        add_table(vs, 3, deep, 6);
+    } else {
+        deep_lo = deep_hi = INT32_MIN;
+    }
+    size_t n = 200 + tu_rand_below(MAX_ENTS - 200);
+    for (size_t i = 0; i < n; i++) {
+        ent *e = &all[i];
+        int hot = tu_rand_below(4) == 0;
+        e->key = hot ? nkeys / 2 : (int)tu_rand_below((uint64_t)nkeys);
+        e->seq = seq++;
+        uint64_t t = tu_rand_below(10);
+        e->type = t < 5 ? KV_TYPE_VALUE : t < 8 ? KV_TYPE_DELETE : KV_TYPE_VALUE_TTL;
+        e->expire = e->type == KV_TYPE_VALUE_TTL ? tu_rand_below(3) * 1000 : 0;
+        e->val = (int)i;
+    }
+    /* L0 files over consecutive sequence ranges: a higher number holds newer data */
+    size_t nfiles = 1 + tu_rand_below(6), at = 0;
+    for (size_t f = 0; f < nfiles; f++) {
+        size_t cnt = f + 1 == nfiles ? n - at : tu_rand_below(n - at + 1);
+        add_table(vs, 0, all + at, cnt);
+        at += cnt;
+    }
+    uint64_t snaps[4];
+    size_t nsnaps = tu_rand_below(5);
+    for (size_t i = 0; i < nsnaps; i++)
+        snaps[i] = 1 + tu_rand_below(seq);
+    for (size_t i = 1; i < nsnaps; i++) /* sort, then drop duplicates */
+        for (size_t k = i; k > 0 && snaps[k - 1] > snaps[k]; k--) {
+            uint64_t t = snaps[k];
+            snaps[k] = snaps[k - 1];
+            snaps[k - 1] = t;
+        }
+    size_t u = 0;
+    for (size_t i = 0; i < nsnaps; i++)
+        if (u == 0 || snaps[u - 1] != snaps[i])
+            snaps[u++] = snaps[i];
+    retention r = {tu_rand_below(seq + 10), snaps, u, tu_rand_below(3500)};
+    if (round % 5 == 0)
+        r.floor_seq = 0; /* keep everything */
+    if (round % 4 < 2)
+        r.expiry_floor_ms = tu_rand_below(4) * 1000; /* exactly at some expiries */
+
+    int busy = 1;
+    compaction *c = vset_compact_range(vs, 0, NULL, NULL, &busy);
+    CHECK(c != NULL && busy == 0 && compaction_level(c) == 0);
+    version_edit e;
+    edit_init(&e);
+    uint64_t rd = 0, wr = 0;
+    CHECK_OK(compaction_run(c, &r, &e, &rd, &wr));
+    CHECK(rd > 0);
+    memcpy(sorted, all, n * sizeof *all);
+    qsort(sorted, n, sizeof *sorted, ent_order);
+    size_t nwant = reference(sorted, n, &r, deep_lo, deep_hi, want);
+    size_t ngot = read_outputs(vs, &e, got, MAX_ENTS);
+    check_same(got, ngot, want, nwant);
+    if (tb == 1) {
+        /* every user key gets its own file */
+        size_t keys = 0;
+        for (size_t i = 0; i < nwant; i++)
+            keys += i == 0 || want[i].key != want[i - 1].key;
+        CHECK(e.nadded == keys);
+    }
+    /* what every allowed reader sees is unchanged (keys with no deeper data) */
+    for (int k = 0; k < nkeys; k++) {
+        if (k >= deep_lo && k <= deep_hi)
+            continue;
+        uint64_t points[8];
+        size_t np = 0;
+        for (size_t i = 0; i < u; i++)
+            points[np++] = snaps[i];
+        points[np++] = r.floor_seq;
+        points[np++] = r.floor_seq + 1 + tu_rand_below(seq);
+        points[np++] = KV_MAX_SEQ;
+        for (size_t i = 0; i < np; i++) {
+            uint64_t t = r.expiry_floor_ms + tu_rand_below(2) * 1000;
+            long a = visible(sorted, n, k, points[i], t), b = visible(got, ngot, k, points[i], t);
+            CHECK((a < 0) == (b < 0));
+            if (a >= 0)
+                CHECK(sorted[a].seq == got[b].seq);
+        }
+    }
+    /* install: inputs go away once the pinned old version is released */
+    version *old = vset_current(vs);
+    uint64_t in0 = old->files[0][0]->number;
+    uint64_t out_bytes = 0;
+    for (size_t i = 0; i < e.nadded; i++)
+        out_bytes += e.added[i].f->file_bytes;
+    CHECK(wr == out_bytes);
+    size_t nadded = e.nadded;
+    CHECK_OK(vset_log_and_apply(vs, &e));
+    edit_free(&e);
+    compaction_free(c);
+    version *v = vset_current(vs);
+    CHECK(v->nfiles[0] == 0 && v->nfiles[1] == nadded);
+    version_unref(v);
+    CHECK(file_exists(vs, in0));
+    version_unref(old);
+    CHECK(!file_exists(vs, in0));
+    vset_close(vs);
+    /* the result survives a reopen (every output exists with its size) */
+    CHECK_OK(vset_open(dir, &o, NULL, &vs));
+    vset_close(vs);
+    tu_rmtree(dir);
+}
+
+/* ------------------------------------------------------------ picking etc. ---- */
+
+static ent mk(int key, uint64_t seq)
+{
+    return (ent){key, seq, KV_TYPE_VALUE, 0, key};
+}
+
+static void test_pick_and_busy(void)
+{
+    const char *dir = tu_tmpdir("cmppick");
+    kv_options o;
+    opts_default(&o, 1 << 20);
+    vset *vs;
+    CHECK_OK(vset_open(dir, &o, NULL, &vs));
+    CHECK(vset_pick_compaction(vs) == NULL);
+    uint64_t s = 1;
+    for (int f = 0; f < VSET_L0_COMPACT_TRIGGER; f++) {
+        ent es[3] = {mk(f * 10, s), mk(f * 10 + 1, s + 1), mk(f * 10 + 2, s + 2)};
+        s += 3;
+        add_table(vs, 0, es, 3);
+        compaction *c = vset_pick_compaction(vs);
+        CHECK((c != NULL) == (f + 1 == VSET_L0_COMPACT_TRIGGER));
+        if (c) {
+            CHECK(compaction_level(c) == 0);
+            CHECK(vset_pick_compaction(vs) == NULL); /* its inputs are taken */
+            int busy = 0;
+            CHECK(vset_compact_range(vs, 0, NULL, NULL, &busy) == NULL && busy == 1);
+            compaction_free(c);
+        }
+    }
+    compaction *c = vset_pick_compaction(vs);
+    CHECK(c != NULL);
+    /* disjoint L0 files: picking starts from the oldest alone (no overlap to pull in) */
+    version_edit e;
+    edit_init(&e);
+    retention r = {0, NULL, 0, 0};
+    CHECK_OK(compaction_run(c, &r, &e, NULL, NULL));
+    CHECK(e.ndeleted == 1 && e.nadded == 1 && e.added[0].level == 1);
+    CHECK_OK(vset_log_and_apply(vs, &e));
+    edit_free(&e);
+    compaction_free(c);
+    CHECK(vset_pick_compaction(vs) == NULL); /* 3 L0 files left: below the trigger */
+
+    /* a level over its byte target is picked (a pretend 20 MiB table in L1) */
+    sst_props fake;
+    memset(&fake, 0, sizeof fake);
+    char key[16];
+    size_t kl = key_str(key, 500);
+    CHECK_OK(ikey_append(&fake.smallest, kv_slice_of(key, kl), 1, KV_TYPE_VALUE));
+    CHECK_OK(ikey_append(&fake.largest, kv_slice_of(key, kl), 1, KV_TYPE_VALUE));
+    fake.file_bytes = 20u << 20;
+    fake.entries = 1;
+    edit_init(&e);
+    CHECK_OK(edit_add_file(&e, 1, vset_new_file_number(vs), &fake));
+    sst_props_free(&fake);
+    CHECK_OK(vset_log_and_apply(vs, &e));
+    edit_free(&e);
+    c = vset_pick_compaction(vs);
+    CHECK(c != NULL && compaction_level(c) == 1);
+    compaction_free(c);
+    vset_close(vs);
+    tu_rmtree(dir);
+}
+
+/* Overlapping L0 files are compacted together, disjoint ones are left. */
+static void test_l0_closure_and_levels(void)
+{
+    const char *dir = tu_tmpdir("cmpclos");
+    kv_options o;
+    opts_default(&o, 1 << 20);
+    vset *vs;
+    CHECK_OK(vset_open(dir, &o, NULL, &vs));
+    ent a[] = {mk(0, 1), mk(20, 2)};  /* [0, 20]  */
+    ent b[] = {mk(15, 3), mk(40, 4)}; /* [15, 40] overlaps a */
+    ent c3[] = {mk(60, 5), mk(70, 6)}; /* [60, 70] alone */
+    ent d[] = {mk(35, 7), mk(50, 8)};  /* [35, 50] overlaps b only */
+    add_table(vs, 0, a, 2);
+    add_table(vs, 0, b, 2);
+    uint64_t nc = add_table(vs, 0, c3, 2);
+    add_table(vs, 0, d, 2);
+    char key[16];
+    size_t kl = key_str(key, 0);
+    kv_slice lo = kv_slice_of(key, kl), hi = lo;
+    int busy;
+    compaction *c = vset_compact_range(vs, 0, &lo, &hi, &busy);
+    CHECK(c != NULL);
+    version_edit e;
+    edit_init(&e);
+    retention r = {0, NULL, 0, 0};
+    CHECK_OK(compaction_run(c, &r, &e, NULL, NULL));
+    CHECK(e.ndeleted == 3); /* a, then b (overlaps a), then d (overlaps b) */
+    CHECK_OK(vset_log_and_apply(vs, &e));
+    edit_free(&e);
+    compaction_free(c);
+    version *v = vset_current(vs);
+    CHECK(v->nfiles[0] == 1 && v->files[0][0]->number == nc && v->nfiles[1] == 1);
+    CHECK(v->files[1][0]->entries == 6);
+    version_unref(v);
+
+    /* L0 [60,70] into L1, whose file [0,50] it does not overlap: L1 gets two files */
+    c = vset_compact_range(vs, 0, NULL, NULL, &busy);
+    CHECK(c != NULL);
+    edit_init(&e);
+    CHECK_OK(compaction_run(c, &r, &e, NULL, NULL));
+    CHECK(e.ndeleted == 1);
+    CHECK_OK(vset_log_and_apply(vs, &e));
+    edit_free(&e);
+    compaction_free(c);
+    /* L1 range [10, 65] takes both L1 files down to L2 */
+    kl = key_str(key, 10);
+    char key2[16];
+    size_t kl2 = key_str(key2, 65);
+    lo = kv_slice_of(key, kl);
+    hi = kv_slice_of(key2, kl2);
+    c = vset_compact_range(vs, 1, &lo, &hi, &busy);
+    CHECK(c != NULL && compaction_level(c) == 1);
+    edit_init(&e);
+    CHECK_OK(compaction_run(c, &r, &e, NULL, NULL));
+    CHECK(e.ndeleted == 2 && e.nadded == 1 && e.added[0].level == 2);
+    CHECK_OK(vset_log_and_apply(vs, &e));
+    edit_free(&e);
+    compaction_free(c);
+    /* nothing in L1 now */
+    c = vset_compact_range(vs, 1, NULL, NULL, &busy);
+    CHECK(c == NULL && busy == 0);
+    /* the last level compacts into itself */
+    ent z[] = {mk(900, 100), mk(901, 101)};
+    add_table(vs, KV_MAX_LEVELS - 1, z, 2);
+    c = vset_compact_range(vs, KV_MAX_LEVELS - 1, NULL, NULL, &busy);
+    CHECK(c != NULL);
+    edit_init(&e);
+    CHECK_OK(compaction_run(c, &r, &e, NULL, NULL));
+    CHECK(e.ndeleted == 1 && e.nadded == 1 && e.added[0].level == KV_MAX_LEVELS - 1);
+    CHECK_OK(vset_log_and_apply(vs, &e));
+    edit_free(&e);
+    compaction_free(c);
+    /* reads still find everything */
+    v = vset_current(vs);
+    int keys[] = {0, 15, 20, 35, 40, 50, 60, 70, 900, 901};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        kl = key_str(key, keys[i]);
+        uint64_t seq;
+        unsigned type;
+        kv_buf val = {0};
+        CHECK_RC(version_get(v, kv_slice_of(key, kl), KV_MAX_SEQ, &seq, &type, &val), 1);
+        kv_buf_free(&val);
+    }
+    version_unref(v);
+    vset_close(vs);
+    tu_rmtree(dir);
+}
+
+/* A DELETE above data in a deeper level survives; over nothing it goes. */
+static void test_tombstone_base_level(void)
+{
+    const char *dir = tu_tmpdir("cmptomb");
+    kv_options o;
+    opts_default(&o, 1 << 20);
+    vset *vs;
+    CHECK_OK(vset_open(dir, &o, NULL, &vs));
+    ent deep[] = {mk(5, 1)};
+    add_table(vs, 2, deep, 1);
+    ent top[] = {{5, 10, KV_TYPE_DELETE, 0, 0}, {7, 11, KV_TYPE_DELETE, 0, 0}};
+    add_table(vs, 0, top, 2);
+    int busy;
+    compaction *c = vset_compact_range(vs, 0, NULL, NULL, &busy);
+    version_edit e;
+    edit_init(&e);
+    retention r = {100, NULL, 0, 0};
+    CHECK_OK(compaction_run(c, &r, &e, NULL, NULL));
+    ent got[4];
+    CHECK(read_outputs(vs, &e, got, 4) == 1);
+    CHECK(got[0].key == 5 && got[0].type == KV_TYPE_DELETE);
+    CHECK_OK(vset_log_and_apply(vs, &e));
+    edit_free(&e);
+    compaction_free(c);
+    version *v = vset_current(vs);
+    char key[16];
+    size_t kl = key_str(key, 5);
+    uint64_t seq;
+    unsigned type;
+    kv_buf val = {0};
+    CHECK_RC(version_get(v, kv_slice_of(key, kl), KV_MAX_SEQ, &seq, &type, &val), 1);
+    CHECK(type == KV_TYPE_DELETE && seq == 10);
+    kv_buf_free(&val);
+    version_unref(v);
+    vset_close(vs);
+    tu_rmtree(dir);
+}
+
+static int fail_dir_sync(kvio_op op, const char *path, void *arg)
+{
+    return op == KVIO_SYNC && path && strcmp(path, (const char *)arg) == 0 ? -EIO : 0;
+}
+
+static size_t count_files(const char *dir, const char *suffix)
+{
+    DIR *d = opendir(dir);
+    CHECK(d != NULL);
+    size_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        size_t l = strlen(de->d_name), sl = strlen(suffix);
+        n += l > sl && strcmp(de->d_name + l - sl, suffix) == 0;
+    }
+    closedir(d);
+    return n;
+}
+
+static void test_failure_cleanup(void)
+{
+    const char *dir = tu_tmpdir("cmpfail");
+    kv_options o;
+    opts_default(&o, 1);
+    vset *vs;
+    CHECK_OK(vset_open(dir, &o, NULL, &vs));
+    ent es[40];
+    for (int i = 0; i < 40; i++)
+        es[i] = mk(i, (uint64_t)i + 1);
+    add_table(vs, 0, es, 20);
+    add_table(vs, 0, es + 20, 20);
+    CHECK(count_files(dir, ".sst") == 2);
+    int busy;
+    compaction *c = vset_compact_range(vs, 0, NULL, NULL, &busy);
+    version_edit e;
+    edit_init(&e);
+    retention r = {0, NULL, 0, 0};
+    kvio_set_fault_hook(fail_dir_sync, (void *)vs->dir);
+    CHECK_RC(compaction_run(c, &r, &e, NULL, NULL), -EIO);
+    kvio_set_fault_hook(NULL, NULL);
+    CHECK(e.nadded == 0 && e.ndeleted == 0);
+    CHECK(count_files(dir, ".sst") == 2); /* every output was removed */
+    CHECK(count_files(dir, ".tmp") == 0);
+    edit_free(&e);
+    compaction_free(c);
+    /* and the compaction can run again */
+    c = vset_compact_range(vs, 0, NULL, NULL, &busy);
+    CHECK(c != NULL);
+    edit_init(&e);
+    CHECK_OK(compaction_run(c, &r, &e, NULL, NULL));
+    CHECK(e.nadded == 40); /* 1-byte target: one key per file */
+    CHECK_OK(vset_log_and_apply(vs, &e));
+    edit_free(&e);
+    compaction_free(c);
+    CHECK(count_files(dir, ".sst") == 40);
+    vset_close(vs);
+    tu_rmtree(dir);
+}
+
+int main(void)
+{
+    tu_seed_init();
+    test_pick_and_busy();
+    test_l0_closure_and_levels();
+    test_tombstone_base_level();
+    test_failure_cleanup();
+    for (int round = 0; round < 40; round++)
+        random_round(round);
+    TU_DONE("test_compaction");
+}
