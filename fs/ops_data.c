@@ -1,0 +1,215 @@
+/*
+ * ops_data.c -- FUSE handlers for open files: create, open, read, write, flush, fsync,
+ * release and fallocate.
+ *
+ * A file handle (fi->fh) holds the open flags; O_APPEND writes go to the size the store holds
+ * at that moment, under the write lock, so appenders on the same mount never overwrite each
+ * other. Each write is one batch: the chunks it touches (partial chunks read-modify-written)
+ * plus the inode record with the new size and mtime, so after a crash a file holds a state
+ * it really had. Writes are not synced; fsync syncs the WAL once (kv_sync).
+ */
+#include "kvfs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KVFS_FS(req) ((kvfs *)fuse_req_userdata(req))
+
+static void set_open_flags(struct fuse_file_info *fi)
+{
+    fi->fh = (uint64_t)(unsigned)fi->flags;
+    fi->keep_cache = 1; /* every change reaches the kernel cache or is invalidated */
+}
+
+/* O_TRUNC arriving with the open (atomic_o_trunc). */
+static int truncate_zero(kvfs *fs, uint64_t ino)
+{
+    layout_inode in;
+    kv_batch *b = NULL;
+    pthread_mutex_lock(&fs->wmu);
+    int rc = layout_inode_get(fs->lfs, ino, &in);
+    if (rc == 0 && in.size && !(b = kv_batch_new()))
+        rc = -ENOMEM;
+    if (rc == 0 && in.size) {
+        rc = layout_truncate(fs->lfs, b, &in, 0);
+        layout_now(&in.mtime);
+        in.ctime = in.mtime;
+        if (rc == 0 && (rc = layout_inode_put(b, &in)) == 0)
+            rc = kvfs_commit(fs, b);
+    }
+    pthread_mutex_unlock(&fs->wmu);
+    kv_batch_free(b);
+    return rc;
+}
+
+static int kvfs_do_open(kvfs *fs, uint64_t ino, struct fuse_file_info *fi)
+{
+    layout_inode in;
+    int rc = layout_inode_get(fs->lfs, ino, &in);
+    if (rc < 0)
+        return rc;
+    if (S_ISDIR(in.mode))
+        return -EISDIR;
+    if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY && S_ISREG(in.mode) &&
+        (rc = truncate_zero(fs, ino)) < 0)
+        return rc;
+    set_open_flags(fi);
+    return kvfs_itab_ref(fs, ino, 0, 1);
+}
+
+void kvfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    kvfs *fs = KVFS_FS(req);
+    int rc = kvfs_do_open(fs, ino, fi);
+    if (rc < 0)
+        fuse_reply_err(req, -kvfs_fail("open", rc));
+    else if (fuse_reply_open(req, fi) == -ENOENT) /* interrupted: no release will come */
+        kvfs_unref_purge(fs, ino, 0, 1);
+}
+
+void kvfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                 struct fuse_file_info *fi)
+{
+    kvfs *fs = KVFS_FS(req);
+    struct fuse_entry_param e;
+    int existed = 0;
+    int rc = kvfs_do_mknod(req, parent, name, S_IFREG | (mode & 07777), 0, NULL, 1,
+                           (fi->flags & O_EXCL) != 0, &existed, &e);
+    if (rc == 0 && existed && (fi->flags & O_TRUNC))
+        rc = truncate_zero(fs, e.ino);
+    if (rc < 0) {
+        if (existed)
+            kvfs_unref_purge(fs, e.ino, 1, 1);
+        fuse_reply_err(req, -kvfs_fail("create", rc));
+        return;
+    }
+    set_open_flags(fi);
+    if (fuse_reply_create(req, &e, fi) == -ENOENT)
+        kvfs_unref_purge(fs, e.ino, 1, 1);
+}
+
+void kvfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+               struct fuse_file_info *fi)
+{
+    kvfs *fs = KVFS_FS(req);
+    layout_inode in;
+    size_t got = 0;
+    char *buf = NULL;
+    (void)fi;
+    int rc = off < 0 ? -EINVAL : layout_inode_get(fs->lfs, ino, &in);
+    if (rc == 0 && !(buf = malloc(size ? size : 1)))
+        rc = -ENOMEM;
+    if (rc == 0)
+        rc = layout_read(fs->lfs, &in, buf, size, (uint64_t)off, &got);
+    if (rc < 0)
+        fuse_reply_err(req, -kvfs_fail("read", rc));
+    else
+        fuse_reply_buf(req, buf, got);
+    free(buf);
+}
+
+static int kvfs_do_write(kvfs *fs, uint64_t ino, const char *buf, size_t size, off_t off,
+                         int flags)
+{
+    layout_inode in;
+    kv_batch *b = NULL;
+    if (off < 0)
+        return -EINVAL;
+    pthread_mutex_lock(&fs->wmu);
+    int rc = layout_inode_get(fs->lfs, ino, &in);
+    if (rc == 0 && !S_ISREG(in.mode))
+        rc = -EINVAL;
+    if (rc == 0 && !(b = kv_batch_new()))
+        rc = -ENOMEM;
+    if (rc == 0) {
+        uint64_t pos = (flags & O_APPEND) ? in.size : (uint64_t)off;
+        rc = layout_write(fs->lfs, b, &in, buf, size, pos);
+    }
+    if (rc == 0) {
+        layout_now(&in.mtime);
+        in.ctime = in.mtime;
+        if ((rc = layout_inode_put(b, &in)) == 0)
+            rc = kvfs_commit(fs, b);
+    }
+    pthread_mutex_unlock(&fs->wmu);
+    kv_batch_free(b);
+    return rc;
+}
+
+void kvfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+                struct fuse_file_info *fi)
+{
+    int rc = kvfs_do_write(KVFS_FS(req), ino, buf, size, off, (int)fi->fh);
+    if (rc < 0)
+        fuse_reply_err(req, -kvfs_fail("write", rc));
+    else
+        fuse_reply_write(req, size);
+}
+
+void kvfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    (void)ino;
+    (void)fi;
+    fuse_reply_err(req, 0); /* writes are in the store already */
+}
+
+void kvfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    (void)fi;
+    kvfs_unref_purge(KVFS_FS(req), ino, 0, 1);
+    fuse_reply_err(req, 0);
+}
+
+void kvfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+    (void)ino;
+    (void)datasync;
+    (void)fi;
+    int rc = kv_sync(KVFS_FS(req)->db);
+    fuse_reply_err(req, -kvfs_fail("fsync", rc));
+}
+
+static int kvfs_do_fallocate(kvfs *fs, uint64_t ino, int mode, off_t off, off_t len)
+{
+    layout_inode in;
+    kv_batch *b = NULL;
+    const int known = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE;
+    if (off < 0 || len <= 0)
+        return -EINVAL;
+    if ((mode & ~known) || ((mode & FALLOC_FL_PUNCH_HOLE) && !(mode & FALLOC_FL_KEEP_SIZE)) ||
+        ((mode & FALLOC_FL_PUNCH_HOLE) && (mode & FALLOC_FL_ZERO_RANGE)))
+        return -EOPNOTSUPP;
+    if ((uint64_t)off + (uint64_t)len < (uint64_t)off || off + len < off)
+        return -EFBIG;
+    pthread_mutex_lock(&fs->wmu);
+    int rc = layout_inode_get(fs->lfs, ino, &in);
+    if (rc == 0 && !S_ISREG(in.mode))
+        rc = S_ISDIR(in.mode) ? -EISDIR : -ENODEV;
+    if (rc == 0 && !(b = kv_batch_new()))
+        rc = -ENOMEM;
+    if (rc == 0 && (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)))
+        rc = layout_punch(fs->lfs, b, &in, (uint64_t)off, (uint64_t)len);
+    if (rc == 0) {
+        uint64_t end = (uint64_t)off + (uint64_t)len;
+        if (!(mode & FALLOC_FL_KEEP_SIZE) && end > in.size)
+            in.size = end; /* space is not reserved: the new range is a hole */
+        layout_now(&in.mtime);
+        in.ctime = in.mtime;
+        if ((rc = layout_inode_put(b, &in)) == 0)
+            rc = kvfs_commit(fs, b);
+    }
+    pthread_mutex_unlock(&fs->wmu);
+    kv_batch_free(b);
+    return rc;
+}
+
+void kvfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+                    struct fuse_file_info *fi)
+{
+    (void)fi;
+    int rc = kvfs_do_fallocate(KVFS_FS(req), ino, mode, off, len);
+    fuse_reply_err(req, -kvfs_fail("fallocate", rc));
+}
