@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# fs_mount_test.sh -- the kvfs command line: --help/--version, mount errors that must give one
+# clear line and a non-zero exit (missing mountpoint, busy mountpoint, data dir already in use),
+# -f (foreground; SIGINT unmounts), SIGTERM flushes and unmounts cleanly (unsynced data is kept),
+# and a non-root user's default data directory ($XDG_DATA_HOME/kvfs, created on first use).
+source "$(dirname "${BASH_SOURCE[0]}")/fs_lib.sh"
+fs_init fs_mount_test
+
+# ---- --help, --version ------------------------------------------------------------------------
+out=$(timeout 10 "$KVFS" --help 2>&1); rc=$?
+check_eq "--help exits 0" "$rc" 0
+grep -q 'data=' <<<"$out" && ok "--help documents -o data=DIR" || bad "--help does not mention data=: $(head -c 300 <<<"$out")"
+grep -qi 'usage' <<<"$out" && ok "--help shows a usage line" || bad "--help has no usage line"
+out=$(timeout 10 "$KVFS" --version 2>&1); rc=$?
+check_eq "--version exits 0" "$rc" 0
+grep -qi 'kvfs' <<<"$out" && ok "--version names kvfs ($(head -1 <<<"$out"))" || bad "--version: $out"
+
+# ---- mount errors ------------------------------------------------------------------------------
+# one_line_error WHAT CMD...: CMD must exit non-zero with exactly one non-empty line of output.
+one_line_error() {
+    local what=$1 out rc
+    shift
+    out=$(timeout 30 "$@" 2>&1); rc=$?
+    local lines
+    lines=$(grep -c . <<<"$out")
+    if ((rc == 0)); then
+        bad "$what: exit 0"
+    elif ((lines != 1)); then
+        bad "$what: exit $rc but $lines lines of output: $(head -c 400 <<<"$out")"
+    else
+        ok "$what: exit $rc, '$out'"
+    fi
+}
+one_line_error "missing mountpoint" "$KVFS" -o data="$DATA" "$TMP/no-such-dir"
+check_fails "no mount left by the failed attempt" is_mounted "$TMP/no-such-dir"
+kvfs_mount || fs_done
+mkdir -p "$TMP/mnt2"
+one_line_error "data directory already in use" "$KVFS" -o data="$DATA" "$TMP/mnt2"
+check_fails "second mount of the same data dir did not happen" is_mounted "$TMP/mnt2"
+one_line_error "mountpoint already mounted (busy)" "$KVFS" -o data="$TMP/data2" "$MNT"
+check_eq "the first mount still works" "$(echo hi >"$MNT/f" && cat "$MNT/f")" hi
+
+# ---- SIGTERM flushes and unmounts ---------------------------------------------------------------
+head -c 500000 /dev/urandom >"$TMP/payload"
+cp "$TMP/payload" "$MNT/unsynced"          # no fsync
+mkdir "$MNT/dir"; mv "$MNT/unsynced" "$MNT/dir/unsynced"
+pid=$KVFS_PID
+kill -TERM "$pid"
+if wait_pid_exit "$pid" 20; then ok "SIGTERM: the daemon exits"; else bad "SIGTERM: daemon still running after 20 s"; kill -9 "$pid"; fi
+for _ in 1 2 3 4 5 6 7 8 9 10; do is_mounted "$MNT" || break; sleep 0.2; done
+if is_mounted "$MNT"; then bad "SIGTERM: the mount is still there"; force_unmount "$MNT"; else ok "SIGTERM: unmounted"; fi
+KVFS_PID=
+check "kvfsctl check clean after SIGTERM" "$KVFSCTL" --data "$DATA" check
+kvfs_mount || fs_done
+check_same_file "SIGTERM kept the unsynced file and rename" "$TMP/payload" "$MNT/dir/unsynced"
+kvfs_umount
+
+# ---- -f: foreground, SIGINT unmounts ------------------------------------------------------------
+# A background job of a non-interactive shell starts with SIGINT ignored, and libfuse keeps an
+# ignored signal ignored: reset it to the default before exec'ing kvfs.
+"$PY" -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])' \
+    "$KVFS" -f -o data="$DATA" "$MNT" >"$TMP/fg.log" 2>&1 &
+fg=$!
+KVFS_PIDS+=("$fg"); echo "$fg" >>"$TMP/pids"
+for _ in $(seq 100); do is_mounted "$MNT" && break; pid_alive $fg || break; sleep 0.1; done
+if is_mounted "$MNT" && pid_alive $fg; then ok "-f mounts and stays in the foreground"; else bad "-f: $(tail -3 "$TMP/fg.log")"; fi
+check_eq "-f mount serves files" "$(cat "$MNT/f" 2>&1)" hi
+kill -INT $fg
+if wait_pid_exit $fg 20; then ok "SIGINT ends the foreground daemon"; else bad "SIGINT: still running"; kill -9 $fg; fi
+wait $fg 2>/dev/null
+fgrc=$?
+check_eq "foreground daemon exit status after SIGINT" "$fgrc" 0
+if is_mounted "$MNT"; then bad "SIGINT left the mount behind"; force_unmount "$MNT"; else ok "SIGINT unmounted"; fi
+
+# ---- a non-root user's default data directory ---------------------------------------------------
+U=$TMP/user
+mkdir -p "$U/mnt" "$U/xdg"
+chown -R 65534:65534 "$U"
+if ! setpriv --reuid=65534 --regid=65534 --clear-groups test -r /dev/fuse -a -w /dev/fuse; then
+    echo "# skipped the non-root mount: /dev/fuse is $(stat -c %A /dev/fuse), not usable by nobody here"
+    fs_done
+fi
+out=$(cd / && timeout 30 setpriv --reuid=65534 --regid=65534 --clear-groups \
+    env -i PATH=/usr/bin:/bin HOME="$U" XDG_DATA_HOME="$U/xdg" "$KVFS" "$U/mnt" 2>&1); rc=$?
+if ((rc == 0)) && is_mounted "$U/mnt"; then
+    upid=$(kvfs_find_pid "$U/mnt")
+    [[ -n $upid ]] && { KVFS_PIDS+=("$upid"); echo "$upid" >>"$TMP/pids"; }
+    ok "non-root user mounts with the default data directory"
+    check "default data directory is \$XDG_DATA_HOME/kvfs" test -d "$U/xdg/kvfs"
+    check_eq "the data dir belongs to the user" "$(stat -c %u "$U/xdg/kvfs")" 65534
+    PERR_AS=nobody check_errno "the user can write into the mount" OK \
+        'open(a[0], "w").write("mine")' "$U/mnt/file"
+    check_eq "files are the user's" "$(setpriv --reuid=65534 --regid=65534 --clear-groups stat -c %u:%g "$U/mnt/file")" "65534:65534"
+    setpriv --reuid=65534 --regid=65534 --clear-groups fusermount3 -u "$U/mnt" || force_unmount "$U/mnt"
+    [[ -n ${upid:-} ]] && { wait_pid_exit "$upid" 20 || kill -9 "$upid"; }
+else
+    bad "non-root mount with the default data dir failed (exit $rc): $(head -c 400 <<<"$out")"
+    force_unmount "$U/mnt"
+fi
+fs_done
