@@ -1,7 +1,7 @@
 /*
  * arena.c -- block-based bump allocation (see arena.h).
  *
- * A shared block is ARENA_BLOCK_BYTES of payload after a small header; requests are rounded
+ * A shared block (16 KiB growing to ARENA_BLOCK_BYTES) of payload after a small header; requests are rounded
  * up to 8 bytes and cut from the front of the current block. A request of more than a quarter
  * block gets a dedicated block of exactly its size, and the current shared block stays
  * current, so at most a quarter block is wasted when a new shared block is started.
@@ -30,6 +30,7 @@ void arena_init(arena *a)
     a->ar_blocks = NULL;
     a->ar_ptr = NULL;
     a->ar_left = 0;
+    a->ar_block_bytes = ARENA_FIRST_BLOCK_BYTES;
     atomic_init(&a->ar_usage, 0);
 }
 
@@ -71,13 +72,16 @@ void *arena_alloc(arena *a, size_t n)
         a->ar_left -= n;
         return p;
     }
-    if (n > ARENA_BLOCK_BYTES / 4)
+    size_t block = a->ar_block_bytes;
+    if (n > block / 4)
         return arena_new_block(a, n);
-    char *p = arena_new_block(a, ARENA_BLOCK_BYTES);
+    char *p = arena_new_block(a, block);
     if (!p)
         return NULL;
     a->ar_ptr = p + n;
-    a->ar_left = ARENA_BLOCK_BYTES - n;
+    a->ar_left = block - n;
+    if (block < ARENA_BLOCK_BYTES)
+        a->ar_block_bytes = block * 2;
     return p;
 }
 

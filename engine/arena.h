@@ -4,7 +4,8 @@
  *
  * Invariants: every pointer returned is 8-byte aligned and stays valid until arena_destroy;
  * a request larger than a quarter of a block gets a block of its own, so big values waste
- * no space in the shared blocks. arena_alloc needs external serialisation (one writer);
+ * no space in the shared blocks. Shared blocks start at 16 KiB and double up to 1 MiB, so the
+ * usage of a small memtable is not inflated by one large block. arena_alloc needs external serialisation (one writer);
  * arena_usage may be read from any thread at any time.
  */
 #ifndef KV_ARENA_H
@@ -14,6 +15,7 @@
 #include <stddef.h>
 
 #define ARENA_BLOCK_BYTES ((size_t)1 << 20)
+#define ARENA_FIRST_BLOCK_BYTES ((size_t)16 << 10)
 
 struct arena_block;
 
@@ -21,6 +23,7 @@ typedef struct arena {
     struct arena_block *ar_blocks; /* every block, newest first (writer only) */
     char *ar_ptr;                  /* next free byte of the current shared block */
     size_t ar_left;                /* bytes left after ar_ptr */
+    size_t ar_block_bytes;         /* size of the next shared block */
     _Atomic size_t ar_usage;       /* bytes taken from malloc, block headers included */
 } arena;
 

@@ -60,6 +60,7 @@ void kv_batch_clear(kv_batch *b)
     memset(b->rep.data, 0, BATCH_HEADER_BYTES);
     b->rep.len = BATCH_HEADER_BYTES;
     b->count = 0;
+    b->ndeletes = 0;
 }
 
 void batch_set_seq(kv_batch *b, uint64_t seq)
@@ -125,6 +126,8 @@ static int batch_add(kv_batch *b, unsigned type, const void *key, size_t klen, c
         return kv_error(-ENOMEM, "batch: out of memory");
     }
     b->count++;
+    if (type == KV_TYPE_DELETE)
+        b->ndeletes++;
     kv_enc32(b->rep.data + BATCH_COUNT_OFF, (uint32_t)b->count);
     return 0;
 }
@@ -159,6 +162,7 @@ int batch_append(kv_batch *dst, const kv_batch *src)
                       src->rep.len - BATCH_HEADER_BYTES) != 0)
         return kv_error(-ENOMEM, "batch: out of memory");
     dst->count += src->count;
+    dst->ndeletes += src->ndeletes;
     kv_enc32(dst->rep.data + BATCH_COUNT_OFF, (uint32_t)dst->count);
     return 0;
 }

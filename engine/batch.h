@@ -20,6 +20,7 @@
 struct kv_batch {
     kv_buf rep;   /* header + ops; the header is always present */
     size_t count; /* == the count field */
+    size_t ndeletes; /* how many of the ops are deletions (statistics only) */
 };
 
 int batch_init(kv_batch *b); /* for batches embedded in other structs */

@@ -76,8 +76,8 @@ int blk_builder_add(blk_builder *b, kv_slice key, kv_slice value)
         b->counter = 0;
     }
     size_t unshared = key.len - shared;
-    uint64_t need = (uint64_t)b->buf.len + 3 * 5 + unshared + value.len +
-                    4 * ((uint64_t)b->nrestarts + 2);
+    uint64_t need =
+        (uint64_t)b->buf.len + 3 * 5 + unshared + value.len + 4 * ((uint64_t)b->nrestarts + 2);
     if (need > UINT32_MAX || key.len > UINT32_MAX || value.len > UINT32_MAX)
         return -EFBIG;
     if ((rc = kv_buf_reserve(&b->buf, 3 * 5 + unshared + value.len)) != 0)
@@ -230,8 +230,7 @@ static void blk_invalidate(blk_iter *it)
 static void blk_corrupt(blk_iter *it, uint32_t at, const char *what)
 {
     it->status = kv_error(-EUCLEAN, "%s: corrupt block at offset %llu: %s at entry offset %u",
-                          it->path ? it->path : "(block)", (unsigned long long)it->off, what,
-                          at);
+                          it->path ? it->path : "(block)", (unsigned long long)it->off, what, at);
     blk_invalidate(it);
 }
 
@@ -443,7 +442,7 @@ static void bi_destroy(iter *it)
 }
 
 static const iter_ops blk_iter_ops = {
-    bi_valid, bi_seek_first, bi_seek_last, bi_seek, bi_next,
+    bi_valid, bi_seek_first, bi_seek_last, bi_seek,   bi_next,
     bi_prev,  bi_key,        bi_value,     bi_status, bi_destroy,
 };
 

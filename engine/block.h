@@ -1,7 +1,7 @@
 /*
  * block.h -- SSTable blocks: a builder that prefix-compresses sorted internal keys with restart
  * points, and a bounds-checked iterator over the result (format in block.c and
- * docs/format-sst.md).
+ * docs/format.md).
  *
  * The iterator structs are public so that tables can embed them (no malloc per block or per
  * entry); blk_iter_new gives a heap iterator behind the generic iter interface for other users.
@@ -23,7 +23,7 @@ typedef struct blk_builder {
     kv_buf last_key;    /* the key added last (for prefix compression) */
     uint32_t *restarts; /* entry offsets of the restart points */
     size_t nrestarts, restarts_cap;
-    int counter;        /* entries since the last restart */
+    int counter; /* entries since the last restart */
     int finished;
     uint64_t entries;
 } blk_builder;
@@ -48,7 +48,7 @@ static inline int blk_builder_empty(const blk_builder *b)
 /* A parsed view of block contents (the caller owns the bytes and keeps them alive). */
 typedef struct blk {
     const uint8_t *data;
-    uint32_t limit;     /* entries occupy [0, limit); the restart array starts here */
+    uint32_t limit; /* entries occupy [0, limit); the restart array starts here */
     uint32_t nrestarts;
     const uint8_t *restarts;
 } blk;
@@ -60,10 +60,10 @@ int blk_parse(blk *b, const uint8_t *data, size_t size, const char *path, uint64
 typedef struct blk_iter {
     iter base;
     blk b;
-    uint32_t cur;   /* offset of the current entry; b.limit when invalid */
-    uint32_t next;  /* offset just after the current entry */
-    uint32_t ri;    /* restart interval the current entry is in */
-    kv_buf key;     /* current key, rebuilt from the shared prefix */
+    uint32_t cur;  /* offset of the current entry; b.limit when invalid */
+    uint32_t next; /* offset just after the current entry */
+    uint32_t ri;   /* restart interval the current entry is in */
+    kv_buf key;    /* current key, rebuilt from the shared prefix */
     kv_slice val;
     int status;
     const char *path; /* for messages (borrowed) */

@@ -1,6 +1,6 @@
 /*
  * bloom.h -- the per-table bloom filter over user keys (format in bloom.c and
- * docs/format-sst.md).
+ * docs/format.md).
  *
  * The builder collects one 64-bit hash per distinct user key (no per-key allocation beyond an
  * amortised array) and lays out the bit array at finish. Readers query the finished bytes in

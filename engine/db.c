@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "dbformat.h"
@@ -307,6 +308,61 @@ out:
     return rc;
 }
 
+/* 1 if the directory holds a table or a non-empty WAL segment. */
+static int db_has_data_files(kv_db *db)
+{
+    char **names = NULL;
+    size_t n = 0;
+    int found = 0;
+    if (kvio_list_dir(db->dir, &names, &n) != 0)
+        return 0;
+    for (size_t i = 0; i < n && !found; i++) {
+        size_t len = strlen(names[i]);
+        uint64_t num;
+        struct stat st;
+        char path[PATH_MAX];
+        if (len > 4 && strcmp(names[i] + len - 4, ".sst") == 0)
+            found = 1;
+        else if (db_parse_wal_name(names[i], &num) && db_wal_path(db, num, path, sizeof path) == 0 &&
+                 stat(path, &st) == 0 && st.st_size > 0)
+            found = 1;
+    }
+    kvio_free_list(names, n);
+    return found;
+}
+
+/* The MANIFEST always names the WAL segment that holds the oldest unflushed write (the segment
+ * is created before it is recorded, and deleted only after a newer log number is recorded).
+ * A MANIFEST whose last edits were lost (truncated, zeroed) names an older segment that is
+ * gone, or none at all while data files exist: opening it would silently bring back old data.
+ * Runs before vset_open rewrites anything, so a refused open changes nothing on disk. */
+static int db_check_manifest_log(vset *vs, void *arg)
+{
+    kv_db *db = arg;
+    uint64_t log_number = vs->log_number;
+    char msg[PATH_MAX + 200], path[PATH_MAX];
+    struct stat st;
+    if (log_number == 0 && db_has_data_files(db))
+        snprintf(msg, sizeof msg,
+                 "%s/MANIFEST-%06llu: records no WAL log number but the directory holds data "
+                 "files (MANIFEST truncated or damaged)",
+                 db->dir, (unsigned long long)vs->manifest_number);
+    else if (log_number != 0 &&
+             (db_wal_path(db, log_number, path, sizeof path) != 0 || stat(path, &st) != 0))
+        snprintf(msg, sizeof msg,
+                 "%s/MANIFEST-%06llu: names WAL segment %06llu.log, which is missing (MANIFEST "
+                 "truncated or damaged, or the segment was removed)",
+                 db->dir, (unsigned long long)vs->manifest_number,
+                 (unsigned long long)log_number);
+    else
+        return 0;
+    if (db->opts.salvage) {
+        fprintf(stderr, "kvfs: salvage: %s; opening anyway\n", msg);
+        return 0;
+    }
+    return kv_error(-EUCLEAN, "%s", msg);
+}
+
 static int db_recover(kv_db *db)
 {
     uint64_t *nums = NULL;
@@ -451,7 +507,7 @@ int kv_open(const char *dir, const kv_options *opt, kv_db **out)
         rc = kv_error(-ENOMEM, "out of memory opening %s", dir);
         goto fail;
     }
-    rc = vset_open(dir, &db->opts, db->block_cache, &db->vs);
+    rc = vset_open_checked(dir, &db->opts, db->block_cache, db_check_manifest_log, db, &db->vs);
     if (rc)
         goto fail;
     atomic_store(&db->last_seq, db->vs->last_seq);
@@ -738,8 +794,12 @@ int kv_write(kv_db *db, const kv_batch *b, unsigned flags, uint64_t *seq)
         return db->opts.read_only ? kv_error(-EROFS, "%s: store is open read-only", db->dir) : 0;
     }
     int rc = db_write_checked(db, &w);
-    if (rc == 0 && seq)
-        *seq = w.last_seq;
+    if (rc == 0) {
+        atomic_fetch_add_explicit(&db->st_puts, b->count - b->ndeletes, memory_order_relaxed);
+        atomic_fetch_add_explicit(&db->st_deletes, b->ndeletes, memory_order_relaxed);
+        if (seq)
+            *seq = w.last_seq;
+    }
     return rc;
 }
 
@@ -757,9 +817,6 @@ static int db_write_one(kv_db *db, unsigned type, const void *key, size_t klen, 
     if (rc == 0)
         rc = kv_write(db, &b, flags, NULL);
     kv_buf_free(&b.rep);
-    if (rc == 0)
-        atomic_fetch_add_explicit(type == KV_TYPE_DELETE ? &db->st_deletes : &db->st_puts, 1,
-                                  memory_order_relaxed);
     return rc;
 }
 

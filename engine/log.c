@@ -1,6 +1,6 @@
 /*
  * log.c -- the record log used by WAL segments and the MANIFEST (format in log.h and
- * docs/format-wal.md).
+ * docs/format.md).
  *
  *   file     := block* partial_block?
  *   block    := fragment* trailer?                    (LOG_BLOCK_BYTES = 32768 bytes)

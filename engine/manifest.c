@@ -1,7 +1,7 @@
 /*
  * manifest.c -- version edits, their MANIFEST encoding, and the durable half of the version
  * set: vset_open (CURRENT, replay, fresh MANIFEST), vset_log_and_apply and manifest rotation.
- * Byte-level format and the recovery protocol: docs/format-manifest.md.
+ * Byte-level format and the recovery protocol: docs/format.md.
  *
  * Files:
  *   CURRENT          "MANIFEST-" digits "\n" -- names the live MANIFEST; replaced atomically
@@ -791,6 +791,8 @@ static int open_existing(vset *vs, const char *cur_path, const uint8_t *text, si
     rc = replay_manifest(vs, path, name);
     if (rc == 0)
         rc = check_tables(vs, name);
+    if (rc == 0 && vs->open_check)
+        rc = vs->open_check(vs, vs->open_check_arg);
     if (rc || vs->opts.read_only)
         return rc;
     rc = bump_past_dir(vs);
@@ -799,6 +801,12 @@ static int open_existing(vset *vs, const char *cur_path, const uint8_t *text, si
 
 int vset_open(const char *dir, const kv_options *opts, cache *bc, vset **out)
 {
+    return vset_open_checked(dir, opts, bc, NULL, NULL, out);
+}
+
+int vset_open_checked(const char *dir, const kv_options *opts, cache *bc, vset_check_fn check,
+                      void *check_arg, vset **out)
+{
     char cur[PATH_MAX];
     uint8_t *text = NULL;
     size_t len = 0;
@@ -806,6 +814,8 @@ int vset_open(const char *dir, const kv_options *opts, cache *bc, vset **out)
     vset *vs = vset_alloc(dir, opts, bc);
     if (!vs)
         return kv_error(-ENOMEM, "%s: out of memory opening the version set", dir);
+    vs->open_check = check;
+    vs->open_check_arg = check_arg;
     int rc = kvio_path(cur, sizeof cur, "%s/CURRENT", dir);
     if (rc == 0)
         rc = kvio_read_file(cur, &text, &len);

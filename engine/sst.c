@@ -117,8 +117,7 @@ static int sst_write_block(sst_builder *b, kv_slice contents, int compress, sst_
         size_t bound = ZSTD_compressBound(n);
         if ((rc = kv_buf_reserve(&b->cbuf, bound)) != 0)
             return rc;
-        size_t c = ZSTD_compressCCtx(b->cctx, b->cbuf.data, bound, src, n,
-                                     b->o.compression_level);
+        size_t c = ZSTD_compressCCtx(b->cctx, b->cbuf.data, bound, src, n, b->o.compression_level);
         if (!ZSTD_isError(c) && c <= n - n / 8) {
             src = b->cbuf.data;
             n = c;
@@ -447,7 +446,7 @@ struct sst_reader {
     char *path;
     int fd;
     uint64_t file_number, file_size;
-    uint64_t data_end;   /* data blocks occupy [0, data_end) */
+    uint64_t data_end; /* data blocks occupy [0, data_end) */
     uint64_t index_off;
     cache *bc;
     sst_props props;
@@ -596,9 +595,8 @@ static int sst_parse_props(sst_reader *r, const sst_block *pb, uint64_t off)
         return sst_corrupt(r, off, "malformed properties block");
     if (version != SST_VERSION)
         return sst_corrupt(r, off, "unsupported table version in properties block");
-    if (p->entries > 0 &&
-        (sm.len < KV_TAG_BYTES || lg.len < KV_TAG_BYTES || p->min_seq > p->max_seq ||
-         ikey_cmp(sm, lg) > 0))
+    if (p->entries > 0 && (sm.len < KV_TAG_BYTES || lg.len < KV_TAG_BYTES ||
+                           p->min_seq > p->max_seq || ikey_cmp(sm, lg) > 0))
         return sst_corrupt(r, off, "inconsistent properties block");
     if (kv_buf_set(&p->smallest, sm.data, sm.len) || kv_buf_set(&p->largest, lg.data, lg.len))
         return kv_error(-ENOMEM, "%s: out of memory reading properties", r->path);
@@ -789,8 +787,8 @@ static int sst_get_position(sst_reader *r, sst_tls *t, kv_slice target, sst_blkr
     return blk_iter_status(&t->ix);
 }
 
-int sst_reader_get(sst_reader *r, kv_slice ukey, uint64_t max_seq, uint64_t *seq,
-                   unsigned *type, kv_buf *value)
+int sst_reader_get(sst_reader *r, kv_slice ukey, uint64_t max_seq, uint64_t *seq, unsigned *type,
+                   kv_buf *value)
 {
     sst_blkref ref = {NULL, NULL};
     kv_parsed_key pk;
@@ -1077,8 +1075,8 @@ static void sst_verify_block(sst_vctx *v, sst_reader *r, sst_handle h, kv_slice 
     if (blk_iter_status(&it) != 0)
         sst_vreport(v, "%s", kv_last_error());
     else if (prev->len == 0 || kv_slice_cmp(kv_buf_slice(prev), index_key) != 0)
-        sst_vreport(v, "%s: index key does not match the last key of block at offset %llu",
-                    v->path, (unsigned long long)h.off);
+        sst_vreport(v, "%s: index key does not match the last key of block at offset %llu", v->path,
+                    (unsigned long long)h.off);
     blk_iter_release(&it);
     free(blk);
 }

@@ -127,13 +127,21 @@ typedef struct vset {
     size_t npersisted_samples; /* samples[0..n) are in the MANIFEST */
     kv_buf compact_pointer[KV_MAX_LEVELS]; /* largest key of the last compaction per level */
     atomic_uint_fast64_t filter_skips;
+    int (*open_check)(struct vset *vs, void *arg); /* see vset_open_checked */
+    void *open_check_arg;
 } vset;
+
+typedef int (*vset_check_fn)(vset *vs, void *arg);
 
 /* Reads CURRENT and replays the MANIFEST it names, or, for a new store (no CURRENT and
  * opts->create_if_missing), starts an empty one. Unless read_only, writes a fresh MANIFEST
  * holding the whole state and points CURRENT at it. Missing or damaged CURRENT/MANIFEST, or a
  * live table file that is missing, is -EUCLEAN naming the file. OUT: *vs. */
 int vset_open(const char *dir, const kv_options *opts, cache *bc, vset **vs);
+/* As vset_open, but after an existing MANIFEST is replayed and before anything is written,
+ * check(vs, arg) may refuse the state it describes (its error is returned). */
+int vset_open_checked(const char *dir, const kv_options *opts, cache *bc, vset_check_fn check,
+                      void *check_arg, vset **vs);
 void vset_close(vset *vs); /* releases the current version; deletes nothing */
 
 /* Applies e (see invariant 1). Fills in next_file and keeps the edit's own log number and

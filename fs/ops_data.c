@@ -7,6 +7,16 @@
  * other. Each write is one batch: the chunks it touches (partial chunks read-modify-written)
  * plus the inode record with the new size and mtime, so after a crash a file holds a state
  * it really had. Writes are not synced; fsync syncs the WAL once (kv_sync).
+ *
+ * One write(2) must reach us as ONE request, or a SIGKILL between two requests leaves a torn
+ * write. Through the page cache (write-through) the kernel does split it: when the first page
+ * of the range is partial and not cached, that page goes out alone (locked, not uptodate),
+ * then the rest -- e.g. pwrite(30000 B at 100) arrives as 3996 B + 26004 B. So handles opened
+ * O_WRONLY use direct I/O (FOPEN_DIRECT_IO): the kernel then sends each write(2) as one
+ * request up to max_write (1 MiB), and invalidates the range in the page cache of the other
+ * handles. They cannot be mmapped or read, so nothing is lost. O_RDWR handles keep the page
+ * cache (MAP_SHARED needs it; libfuse 3.14 cannot ask for FUSE_DIRECT_IO_ALLOW_MMAP): their
+ * writes that start inside an uncached page may still be split (see set_open_flags).
  */
 #include "kvfs.h"
 
@@ -18,10 +28,15 @@
 
 #define KVFS_FS(req) ((kvfs *)fuse_req_userdata(req))
 
+/* Write-only handles bypass the page cache so that each write(2) is one request, hence one
+ * batch (file comment); every other handle keeps the cache across opens (every change
+ * reaches the kernel cache or is invalidated). */
 static void set_open_flags(struct fuse_file_info *fi)
 {
     fi->fh = (uint64_t)(unsigned)fi->flags;
-    fi->keep_cache = 1; /* every change reaches the kernel cache or is invalidated */
+    fi->keep_cache = 1;
+    if ((fi->flags & O_ACCMODE) == O_WRONLY)
+        fi->direct_io = 1;
 }
 
 /* O_TRUNC arriving with the open (atomic_o_trunc). */

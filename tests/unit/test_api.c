@@ -1280,6 +1280,40 @@ static void test_maintenance(const char *dir, const char *cpdir)
     CHECK_OK(kv_close(db));
 }
 
+/* The memtable is flushed when it reaches opts.memtable_bytes, not before. */
+static void test_memtable_budget(const char *dir)
+{
+    kv_options o;
+    kv_options_init(&o);
+    o.memtable_bytes = 256 << 10;
+    kv_db *db = open_store(dir, &o);
+    char k[32], v[100];
+    memset(v, 'm', sizeof v);
+    for (int i = 0; i < 200; i++) { /* about 25 KiB: a tenth of the budget */
+        snprintf(k, sizeof k, "budget%04d", i);
+        CHECK_OK(kv_put(db, k, strlen(k), v, sizeof v, 0));
+    }
+    kv_stats st;
+    CHECK_OK(kv_get_stats(db, &st));
+    if (st.flushes != 0 || st.write_stalls != 0)
+        fprintf(stderr, "200 puts of ~110 bytes with memtable_bytes = 256 KiB: %" PRIu64
+                        " flushes, %" PRIu64 " write stalls, memtable_bytes stat %" PRIu64 "\n",
+                st.flushes, st.write_stalls, st.memtable_bytes);
+    CHECK(st.flushes == 0);
+    CHECK(st.write_stalls == 0);
+    uint8_t *big = malloc(64 << 10);
+    CHECK(big != NULL);
+    fill_rand(big, 64 << 10, 3);
+    for (int i = 0; i < 12; i++) { /* 768 KiB: well past the budget */
+        snprintf(k, sizeof k, "budget-big%02d", i);
+        CHECK_OK(kv_put(db, k, strlen(k), big, 64 << 10, 0));
+    }
+    free(big);
+    CHECK_OK(kv_get_stats(db, &st));
+    CHECK(st.flushes >= 1);
+    CHECK_OK(kv_close(db));
+}
+
 /* ------------------------------------------------------------------- main ---- */
 
 int main(void)
@@ -1292,7 +1326,7 @@ int main(void)
     test_limits();
 
     char *root = xstrdup_path(tu_tmpdir("api"));
-    char d1[600], d2[600], d3[600], d4[600], d5[600], d6[600], d7[600];
+    char d1[600], d2[600], d3[600], d4[600], d5[600], d6[600], d7[600], d8[600];
     snprintf(d1, sizeof d1, "%s/main", root);
     snprintf(d2, sizeof d2, "%s/iter", root);
     snprintf(d3, sizeof d3, "%s/snap", root);
@@ -1300,6 +1334,7 @@ int main(void)
     snprintf(d5, sizeof d5, "%s/maint", root);
     snprintf(d6, sizeof d6, "%s/checkpoint", root);
     snprintf(d7, sizeof d7, "%s/binary", root);
+    snprintf(d8, sizeof d8, "%s/budget", root);
 
     kv_options o;
     kv_options_init(&o);
@@ -1316,6 +1351,7 @@ int main(void)
     test_snapshots(d3);
     test_history_and_time(d4);
     test_maintenance(d5, d6);
+    test_memtable_budget(d8); /* last: on failure every other check has already run */
     tu_rmtree(root);
     free(root);
     TU_DONE("test_api");

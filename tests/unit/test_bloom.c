@@ -38,11 +38,11 @@ int main(void)
     tu_seed_init();
     kv_buf f = {0};
     double r10 = fp_rate(10, 100000, &f);
-    printf("bloom: 10 bits/key, 100k keys: %.3f%% false positives, %zu bytes, k=%u\n",
-           r10 * 100, f.len, f.data[f.len - 1]);
+    printf("bloom: 10 bits/key, 100k keys: %.3f%% false positives, %zu bytes, k=%u\n", r10 * 100,
+           f.len, f.data[f.len - 1]);
     CHECK(r10 < 0.02);
-    CHECK(r10 > 0.001); /* a filter that says "no" to everything would pass above */
-    CHECK(f.data[f.len - 1] == 6);        /* k = 10 * 0.69 */
+    CHECK(r10 > 0.001);            /* a filter that says "no" to everything would pass above */
+    CHECK(f.data[f.len - 1] == 6); /* k = 10 * 0.69 */
     CHECK(f.len == 100000 * 10 / 8 + 1); /* bit array | k */
     double r5 = fp_rate(5, 20000, &f);
     double r20 = fp_rate(20, 20000, &f);
@@ -50,7 +50,7 @@ int main(void)
     CHECK(r5 > r20);
     CHECK(r20 < 0.002);
     fp_rate(1, 1000, &f);
-    CHECK(f.data[f.len - 1] == 1);         /* k clamped up to 1 */
+    CHECK(f.data[f.len - 1] == 1); /* k clamped up to 1 */
     fp_rate(100, 100, &f);
     CHECK(f.data[f.len - 1] == BLOOM_MAX_K); /* and down to 30 */
 

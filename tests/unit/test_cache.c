@@ -13,13 +13,13 @@
 static atomic_long deleted;
 
 /* CHECK for worker threads (tu_checks is not thread-safe) */
-#define WCHECK(cond)                                                                       \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            fprintf(stderr, "%s:%d: CHECK failed: %s (seed %" PRIu64 ")\n", __FILE__,     \
-                    __LINE__, #cond, tu_seed);                                             \
-            exit(1);                                                                       \
-        }                                                                                  \
+#define WCHECK(cond)                                                                               \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: CHECK failed: %s (seed %" PRIu64 ")\n", __FILE__, __LINE__,    \
+                    #cond, tu_seed);                                                               \
+            exit(1);                                                                               \
+        }                                                                                          \
     } while (0)
 
 typedef struct val {

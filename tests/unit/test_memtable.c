@@ -61,19 +61,27 @@ static void test_arena(void)
     arena_destroy(&a);
     CHECK(arena_usage(&a) == 0);
 
-    /* A fresh arena: a large request gets a block of its own, a small one a shared block,
-     * and a large one that fits in the shared block's room comes from there. */
+    /* A fresh arena: a large request gets a block of its own, a small one the first (small)
+     * shared block, and a request that fits in that block's room comes from there. */
     p = arena_alloc(&a, big);
     CHECK(p != NULL);
     size_t dedicated = arena_usage(&a);
     CHECK(dedicated >= big && dedicated < big + 64);
     CHECK(arena_alloc(&a, 8) != NULL);
     size_t shared = arena_usage(&a) - dedicated;
-    CHECK(shared > ARENA_BLOCK_BYTES && shared < ARENA_BLOCK_BYTES + 64);
-    uint8_t *q = arena_alloc(&a, big);
+    CHECK(shared > ARENA_FIRST_BLOCK_BYTES && shared < ARENA_FIRST_BLOCK_BYTES + 64);
+    uint8_t *q = arena_alloc(&a, ARENA_FIRST_BLOCK_BYTES / 4);
     CHECK(q != NULL && q != p);
-    memset(q, 1, big);
+    memset(q, 1, ARENA_FIRST_BLOCK_BYTES / 4);
     CHECK(arena_usage(&a) == dedicated + shared);
+    /* Shared blocks double up to ARENA_BLOCK_BYTES: usage never runs more than one block
+     * ahead of what was asked for. */
+    size_t asked = 8 + ARENA_FIRST_BLOCK_BYTES / 4;
+    for (int i = 0; i < 40000; i++) {
+        CHECK(arena_alloc(&a, 200) != NULL);
+        asked += 200;
+        CHECK(arena_usage(&a) - dedicated <= asked + ARENA_BLOCK_BYTES + (64 + 200) * 16);
+    }
     arena_destroy(&a);
 }
 

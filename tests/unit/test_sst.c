@@ -81,7 +81,7 @@ static ref *ref_make(size_t nkeys, size_t hot_versions)
         r->k[u].first = r->n;
         r->k[u].n = nv;
         for (size_t v = 0; v < nv; v++) {
-            unsigned t = tu_rand_below(10) == 0 ? KV_TYPE_DELETE
+            unsigned t = tu_rand_below(10) == 0   ? KV_TYPE_DELETE
                          : tu_rand_below(10) == 0 ? KV_TYPE_VALUE_TTL
                                                   : KV_TYPE_VALUE;
             ref_add(r, uk, seq, t, tu_rand_below(120));
@@ -153,10 +153,14 @@ static uint64_t pick_seq(const ref *r, size_t u)
 {
     const ref_key *k = &r->k[u];
     switch (tu_rand_below(5)) {
-    case 0: return KV_MAX_SEQ;
-    case 1: return r->e[k->first + k->n - 1].seq - 1; /* below every version */
-    case 2: return r->e[k->first + tu_rand_below(k->n)].seq;
-    default: return r->e[k->first + tu_rand_below(k->n)].seq + tu_rand_below(3);
+    case 0:
+        return KV_MAX_SEQ;
+    case 1:
+        return r->e[k->first + k->n - 1].seq - 1; /* below every version */
+    case 2:
+        return r->e[k->first + tu_rand_below(k->n)].seq;
+    default:
+        return r->e[k->first + tu_rand_below(k->n)].seq + tu_rand_below(3);
     }
 }
 
@@ -184,10 +188,14 @@ static void check_gets(sst_reader *rd, const ref *r, size_t count)
     for (size_t q = 0; q < 2000; q++) {
         snprintf(uk, sizeof uk, "k%08zu", 2 * tu_rand_below(r->nk) + 1);
         CHECK_RC(sst_reader_get(rd, kv_slice_of(uk, strlen(uk)), KV_MAX_SEQ, &(uint64_t){0},
-                                &(unsigned){0}, &v), 0);
+                                &(unsigned){0}, &v),
+                 0);
     }
-    CHECK_RC(sst_reader_get(rd, kv_slice_of("", 0), KV_MAX_SEQ, &(uint64_t){0}, &(unsigned){0}, &v), 0);
-    CHECK_RC(sst_reader_get(rd, kv_slice_of("zzz", 3), KV_MAX_SEQ, &(uint64_t){0}, &(unsigned){0}, &v), 0);
+    CHECK_RC(sst_reader_get(rd, kv_slice_of("", 0), KV_MAX_SEQ, &(uint64_t){0}, &(unsigned){0}, &v),
+             0);
+    CHECK_RC(
+        sst_reader_get(rd, kv_slice_of("zzz", 3), KV_MAX_SEQ, &(uint64_t){0}, &(unsigned){0}, &v),
+        0);
     CHECK(sst_reader_filter_skips(rd) > skips + 1900); /* ~1% false positives */
     kv_buf_free(&v);
 }
@@ -280,7 +288,8 @@ static void *get_thread(void *p)
         ukey_of(uk, u);
         long want = ref_get(a->r, u, S);
         int rc = sst_reader_get(a->rd, kv_slice_of(uk, strlen(uk)), S, &seq, &type, &v);
-        if (rc != 1 || seq != a->r->e[want].seq || !eq(kv_buf_slice(&v), kv_buf_slice(&a->r->e[want].val)))
+        if (rc != 1 || seq != a->r->e[want].seq ||
+            !eq(kv_buf_slice(&v), kv_buf_slice(&a->r->e[want].val)))
             a->bad++;
     }
     kv_buf_free(&v);
@@ -410,7 +419,8 @@ static void test_edge(const char *dir)
     for (uint64_t s = 300; s >= 1; s--) {
         k1.len = 0;
         CHECK_OK(ikey_append(&k1, kv_slice_of("hot", 3), s, KV_TYPE_VALUE));
-        CHECK_OK(sst_builder_add(b, kv_buf_slice(&k1), s == 150 ? kv_slice_of(hv, hl) : kv_slice_of(&s, 8)));
+        CHECK_OK(sst_builder_add(b, kv_buf_slice(&k1),
+                                 s == 150 ? kv_slice_of(hv, hl) : kv_slice_of(&s, 8)));
     }
     CHECK_OK(sst_builder_finish(b, &props));
     sst_props_free(&props);
@@ -623,7 +633,9 @@ static void test_foreign(const char *dir)
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
         for (int kind = 0; kind < 3; kind++) {
             for (size_t j = 0; j < sizes[i]; j++)
-                buf[j] = kind == 0 ? 0 : kind == 1 ? (uint8_t)tu_rand() : (uint8_t)"hello, world\n"[j % 13];
+                buf[j] = kind == 0   ? 0
+                         : kind == 1 ? (uint8_t)tu_rand()
+                                     : (uint8_t) "hello, world\n"[j % 13];
             write_file(p, buf, sizes[i]);
             CHECK_RC(sst_reader_open(p, 0, NULL, &rd), -EUCLEAN);
             CHECK(strstr(kv_last_error(), p) != NULL);
@@ -656,6 +668,7 @@ int main(void)
     test_corruption(dir, 0);
     test_corruption(dir, 1);
     test_big(dir);
-    if (!getenv("KEEP")) tu_rmtree(dir);
+    if (!getenv("KEEP"))
+        tu_rmtree(dir);
     TU_DONE("test_sst");
 }
