@@ -50,7 +50,7 @@ void kv_options_init(kv_options *opt)
     opt->block_cache_bytes = 64u << 20;
     opt->compression_level = 1;
     opt->sync_writes = 0;
-    opt->history_ms = 0;
+    opt->history_ms = KV_HISTORY_STORED;
     opt->create_if_missing = 1;
     opt->block_bytes = 4096;
     opt->bloom_bits_per_key = 10;
@@ -404,6 +404,25 @@ static int db_recover(kv_db *db)
 
 /* ------------------------------------------------------------------ open/close ---- */
 
+/* Resolves the history window: the store's recorded one, or the caller's, which is then
+ * recorded so that every later opener (kvfsctl, a restarted daemon) keeps the same promise. */
+static int db_settle_history(kv_db *db)
+{
+    uint64_t stored = db->vs->history_ms;
+    if (db->opts.history_ms == KV_HISTORY_STORED) {
+        db->opts.history_ms = stored;
+        return 0;
+    }
+    if (db->opts.history_ms == stored || db->opts.read_only)
+        return 0;
+    version_edit e;
+    edit_init(&e);
+    edit_set_history_ms(&e, db->opts.history_ms);
+    int rc = vset_log_and_apply(db->vs, &e);
+    edit_free(&e);
+    return rc;
+}
+
 static void db_free(kv_db *db)
 {
     if (db->wal)
@@ -512,6 +531,8 @@ int kv_open(const char *dir, const kv_options *opt, kv_db **out)
         goto fail;
     atomic_store(&db->last_seq, db->vs->last_seq);
     rc = db_recover(db);
+    if (rc == 0)
+        rc = db_settle_history(db);
     if (rc)
         goto fail;
     if (!db->opts.read_only) {

@@ -7,6 +7,8 @@
  * it does both without holding db->mu; only the leader switches memtables or WAL segments, so
  * the two never race. last_seq is published (release) only after a whole group is in the
  * memtable, so readers never see half a batch.
+ *
+ * Lock order: db->mu, then db->vs->apply_mu, then db->vs->mu (admin_mu comes before all).
  */
 #ifndef KV_DB_IMPL_H
 #define KV_DB_IMPL_H

@@ -5,7 +5,7 @@
  * Named snapshots are recorded in the MANIFEST only after the WAL is synced up to their
  * sequence, so a snapshot can never name writes that a crash could take back.
  *
- * A checkpoint is taken with db->mu and vs->mu held while the MANIFEST (up to its current
+ * A checkpoint is taken with db->mu, vs->apply_mu and vs->mu held while the MANIFEST (up to its current
  * end) is copied and the live tables are hard-linked, so the copy names exactly the files it
  * has; the WAL segments that follow are then copied while db->mu keeps them from being
  * deleted. A record being appended while the segment is copied is a torn tail in the copy,
@@ -368,6 +368,7 @@ static int db_checkpoint_files(kv_db *db, const char *dir, uint64_t *manifest_nu
     vset *vs = db->vs;
     char from[PATH_MAX], to[PATH_MAX];
     int rc = 0;
+    pthread_mutex_lock(&vs->apply_mu); /* no edit is appended while the MANIFEST is copied */
     pthread_mutex_lock(&vs->mu);
     *manifest_number = vs->manifest_number;
     rc = kvio_path(from, sizeof from, "%s/MANIFEST-%06llu", db->dir,
@@ -390,6 +391,7 @@ static int db_checkpoint_files(kv_db *db, const char *dir, uint64_t *manifest_nu
     }
     uint64_t log_number = vs->log_number;
     pthread_mutex_unlock(&vs->mu);
+    pthread_mutex_unlock(&vs->apply_mu);
     if (rc)
         return rc;
     uint64_t *wals;

@@ -42,6 +42,7 @@ extern "C" {
 #define KV_MAX_VALUE_BYTES (32u * 1024u * 1024u)
 #define KV_SNAPSHOT_NAME_MAX 255
 #define KV_MAX_LEVELS 7
+#define KV_HISTORY_STORED UINT64_MAX
 
 typedef struct kv_db kv_db;
 typedef struct kv_batch kv_batch;
@@ -56,7 +57,9 @@ typedef struct kv_options {
     int compression_level;     /* zstd level 1..19; 0 stores blocks uncompressed (default 1) */
     int sync_writes;           /* 1: a write is durable (fsync) before it returns, unless
                                   KV_WRITE_NOSYNC is given; 0: only with KV_WRITE_SYNC (default 0) */
-    uint64_t history_ms;       /* keep every version younger than this (default 0: none) */
+    uint64_t history_ms;       /* keep every version younger than this; recorded in the store
+                                  when it changes. KV_HISTORY_STORED (the default) uses the
+                                  window the store recorded (0, none, for a new store) */
     int create_if_missing;     /* create the directory and a new store (default 1) */
     int error_if_exists;       /* fail with -EEXIST if a store is already there (default 0) */
     int read_only;             /* open without writing anything; writes fail with -EROFS */

@@ -60,6 +60,7 @@ void vset_meta_commit(vset *vs, const version_edit *e, char **names, int replay)
  *    7   SNAPSHOT_DEL     name:lenbytes
  *    8   TIME_SAMPLE      sec:varint max_seq:varint
  *    9   COMPACT_POINTER  level:varint key:lenbytes
+ *   10   HISTORY_MS       ms:varint  (the store's history-retention window)
  *
  * lenbytes := len:varint bytes[len]. Keys are internal keys (dbformat.h).
  * DO NOT CHANGE THESE ENUM VALUES: they are embedded in every MANIFEST. Never reuse a retired
@@ -75,6 +76,7 @@ enum mf_tag {
     MF_SNAPSHOT_DEL = 7,
     MF_TIME_SAMPLE = 8,
     MF_COMPACT_POINTER = 9,
+    MF_HISTORY_MS = 10,
 };
 
 /* ---------------------------------------------------------------------- edits ---- */
@@ -110,6 +112,12 @@ void edit_set_next_file(version_edit *e, uint64_t n)
 {
     e->has_next_file = 1;
     e->next_file = n;
+}
+
+void edit_set_history_ms(version_edit *e, uint64_t ms)
+{
+    e->has_history_ms = 1;
+    e->history_ms = ms;
 }
 
 void edit_set_last_seq(version_edit *e, uint64_t s)
@@ -268,6 +276,8 @@ static int mf_put_edit(kv_buf *b, const vset *vs, const version_edit *e)
         rc = put_u(b, MF_NEXT_FILE, e->next_file);
     if (rc == 0 && e->has_last_seq)
         rc = put_u(b, MF_LAST_SEQ, e->last_seq);
+    if (rc == 0 && e->has_history_ms)
+        rc = put_u(b, MF_HISTORY_MS, e->history_ms);
     for (size_t i = 0; i < e->ndeleted && rc == 0; i++) {
         rc = put_u(b, MF_DELETED_FILE, (uint64_t)e->deleted[i].level);
         if (rc == 0)
@@ -297,6 +307,8 @@ static int mf_put_full_state(kv_buf *b, const vset *vs)
         rc = put_u(b, MF_NEXT_FILE, vs->next_file);
     if (rc == 0)
         rc = put_u(b, MF_LAST_SEQ, vs->last_seq);
+    if (rc == 0)
+        rc = put_u(b, MF_HISTORY_MS, vs->history_ms);
     for (int l = 0; l < KV_MAX_LEVELS && rc == 0; l++)
         for (size_t i = 0; i < vs->current->nfiles[l] && rc == 0; i++)
             rc = put_file(b, l, vs->current->files[l][i]);
@@ -402,6 +414,11 @@ static int decode_field(kv_reader *r, uint64_t tag, version_edit *e, kv_buf *cpt
         if (get_uvars(r, v, 2))
             return -EUCLEAN;
         return edit_add_sample(e, v[0], v[1]);
+    case MF_HISTORY_MS:
+        if (get_uvars(r, v, 1))
+            return -EUCLEAN;
+        edit_set_history_ms(e, v[0]);
+        return 0;
     case MF_COMPACT_POINTER:
         if (get_level(r, &level) || kv_get_lenbytes(r, &s) || s.len < KV_TAG_BYTES)
             return -EUCLEAN;
@@ -513,6 +530,8 @@ static int replay_apply(vset *vs, const mf_src *src, version_edit *e, mf_replay 
         edit_set_next_file(&st->acc, e->next_file);
     if (e->has_last_seq)
         edit_set_last_seq(&st->acc, e->last_seq);
+    if (e->has_history_ms)
+        vs->history_ms = e->history_ms;
     return 0;
 }
 
@@ -692,6 +711,7 @@ static void vset_free(vset *vs)
     for (int l = 0; l < KV_MAX_LEVELS; l++)
         kv_buf_free(&vs->compact_pointer[l]);
     pthread_mutex_destroy(&vs->mu);
+    pthread_mutex_destroy(&vs->apply_mu);
     free(vs->dir);
     free(vs);
 }
@@ -710,6 +730,7 @@ static vset *vset_alloc(const char *dir, const kv_options *opts, cache *bc)
         free(vs);
         return NULL;
     }
+    pthread_mutex_init(&vs->apply_mu, NULL);
     vs->current = vset_version_new(vs);
     if (!vs->dir || !vs->current) {
         vset_free(vs);
@@ -853,17 +874,23 @@ uint64_t vset_new_file_number(vset *vs)
 
 /* -------------------------------------------------------------- log and apply ---- */
 
-/* Writes e to the MANIFEST (rotating it when it has grown large) and fsyncs (mu held). */
+/* Writes e to the MANIFEST (rotating it when it has grown large) and fsyncs. Called with
+ * apply_mu and mu held; mu is released around the append and fsync so that readers taking
+ * the current version (and commits noting their time) never wait for the disk. Only
+ * vset_log_and_apply appends, and apply_mu serialises it. */
 static int mf_write_edit(vset *vs, version_edit *e)
 {
     if (log_writer_offset(vs->manifest) >= MF_ROTATE_BYTES)
         return mf_install_new(vs, vs->next_file++, e);
     kv_buf rec = {0};
     int rc = mf_put_edit(&rec, vs, e);
-    if (rc == 0)
+    if (rc == 0) {
+        pthread_mutex_unlock(&vs->mu);
         rc = log_writer_add(vs->manifest, rec.data, rec.len);
-    if (rc == 0)
-        rc = log_writer_sync(vs->manifest);
+        if (rc == 0)
+            rc = log_writer_sync(vs->manifest);
+        pthread_mutex_lock(&vs->mu);
+    }
     kv_buf_free(&rec);
     return rc;
 }
@@ -872,6 +899,7 @@ int vset_log_and_apply(vset *vs, version_edit *e)
 {
     version *nv = NULL;
     char **names = NULL;
+    pthread_mutex_lock(&vs->apply_mu);
     pthread_mutex_lock(&vs->mu);
     int rc = vs->sticky_error;
     if (rc)
@@ -905,6 +933,8 @@ int vset_log_and_apply(vset *vs, version_edit *e)
         vs->log_number = e->log_number;
     if (e->has_last_seq)
         vs->last_seq = e->last_seq;
+    if (e->has_history_ms)
+        vs->history_ms = e->history_ms;
 out:
     if (names) {
         for (size_t i = 0; i < e->nsnap_add; i++)
@@ -912,6 +942,7 @@ out:
         free(names);
     }
     pthread_mutex_unlock(&vs->mu);
+    pthread_mutex_unlock(&vs->apply_mu);
     version_unref(nv);
     return rc;
 }

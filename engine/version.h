@@ -19,9 +19,11 @@
  *  (5) Named snapshots and time-map samples change only through edits, so they are exactly as
  *      durable as the MANIFEST.
  *
- * Locking: vset->mu protects current, the compacting flags, snapshots, timemap and the
- * manifest writer; version_ref/unref and file refs are atomic. Callers never hold their own
- * locks across vset_log_and_apply (it does I/O).
+ * Locking: vset->mu protects current, the compacting flags, snapshots and the timemap;
+ * apply_mu serialises edits and owns the manifest writer, so vs->mu is not held while an edit
+ * is appended and fsynced (readers taking the current version never wait for the disk).
+ * version_ref/unref and file refs are atomic. Callers never hold their own locks across
+ * vset_log_and_apply (it does I/O).
  */
 #ifndef KV_VERSION_H
 #define KV_VERSION_H
@@ -74,7 +76,8 @@ typedef struct vset_snapshot {
 
 /* An edit: what one MANIFEST record changes. Build with the edit_* calls. */
 typedef struct version_edit {
-    int has_log_number, has_next_file, has_last_seq;
+    int has_log_number, has_next_file, has_last_seq, has_history_ms;
+    uint64_t history_ms; /* the store's history window, recorded when it changes */
     uint64_t log_number; /* WAL segments numbered below this are fully in tables */
     uint64_t next_file;
     uint64_t last_seq;
@@ -101,6 +104,7 @@ void edit_free(version_edit *e);
 void edit_set_log_number(version_edit *e, uint64_t n);
 void edit_set_next_file(version_edit *e, uint64_t n);
 void edit_set_last_seq(version_edit *e, uint64_t s);
+void edit_set_history_ms(version_edit *e, uint64_t ms);
 /* Creates a file_meta from props (copied) and adds it. */
 int edit_add_file(version_edit *e, int level, uint64_t number, const sst_props *props);
 int edit_delete_file(version_edit *e, int level, uint64_t number);
@@ -113,10 +117,12 @@ typedef struct vset {
     kv_options opts;
     cache *block_cache;
     pthread_mutex_t mu;
+    pthread_mutex_t apply_mu; /* serialises vset_log_and_apply (held across its I/O) */
     version *current;
     uint64_t next_file;
     uint64_t last_seq;   /* as recorded in the MANIFEST (the db keeps the live one) */
     uint64_t log_number;
+    uint64_t history_ms; /* as recorded in the MANIFEST (0 for a store that never set it) */
     uint64_t manifest_number;
     log_writer *manifest;
     int sticky_error;

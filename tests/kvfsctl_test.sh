@@ -272,7 +272,9 @@ else
 fi
 
 # ---- history --------------------------------------------------------------------------
-"$CTL" put hist/h one && "$CTL" put hist/h twotwo && "$CTL" put hist/h three33 \
+# A store keeps old versions only within its history window; set one (the store records it,
+# so the later plain kvfsctl calls keep it too).
+"$CTL" --history-ms 3600000 put hist/h one && "$CTL" put hist/h twotwo && "$CTL" put hist/h three33 \
     || bad "history setup writes"
 run history hist/h
 expect_rc 0 "history hist/h"

@@ -28,8 +28,9 @@
  *   - Every failure prints exactly one line "kvfsctl: <what>: <reason>" on stderr; for a path
  *     the reason is the strerror text of the path errors (ENOENT, EISDIR, ENOTDIR), else the
  *     backend's message (kv_last_error, layout_last_error or the daemon's message).
- *   - Locally the store is opened with an unbounded history window unless --history-ms is
- *     given, so kvfsctl never discards versions that the store's owner may still want.
+ *   - Locally the store is opened with the history window it recorded (KV_HISTORY_STORED), so
+ *     kvfsctl keeps exactly what the daemon keeps; --history-ms sets a new window and the store
+ *     records it.
  *   - Local writes (put, del) are synced (kv_sync) before kvfsctl exits.
  *   - Exit status: 0 success, 1 failure (missing key, engine or I/O error, damage found by
  *     check), 2 usage error (and for check: the check could not run).
@@ -65,7 +66,6 @@ typedef struct ctl_globals {
  * (the daemon) uses, and the window is not stored in the data directory; a shorter window
  * would let `kvfsctl compact` (or a flush) discard history the owner still wants, and would
  * hide retained versions from `history`. */
-#define CTL_HISTORY_ALL (UINT64_MAX / 2)
 
 /* ===================================================================== store access ==== */
 
@@ -1238,9 +1238,9 @@ static void ctl_main_usage(FILE *f, const char *defdir)
         fprintf(f, "  %-11s %s\n", ctl_commands[i].name, ctl_commands[i].summary);
     fprintf(f, "\nOptions:\n"
                "  -d, --data DIR     the store's data directory\n"
-               "  --history-ms MS    history window to open an unmounted store with: versions\n"
-               "                     older than MS may be dropped by compact (default: keep\n"
-               "                     all; a mounted store uses the daemon's window)\n"
+               "  --history-ms MS    set the store's history window (recorded in the store):\n"
+               "                     versions older than MS may be dropped by compaction\n"
+               "                     (default: the window the store recorded)\n"
                "  -h, --help         this help\n"
                "  -V, --version      print the version\n\n"
                "Default data directory: %s\n"
@@ -1261,7 +1261,7 @@ int main(int argc, char **argv)
     };
     char defdir[PATH_MAX];
     int have_def = ctl_default_data_dir(defdir, sizeof(defdir)) == 0;
-    ctl_globals g = {have_def ? defdir : NULL, CTL_HISTORY_ALL};
+    ctl_globals g = {have_def ? defdir : NULL, KV_HISTORY_STORED};
     opterr = 0;
     int ch;
     while ((ch = getopt_long(argc, argv, "+:d:hV", longopts, NULL)) != -1) {
