@@ -45,6 +45,7 @@ struct compaction {
     vset *vs;
     version *v; /* pinned for the whole compaction */
     int level, out_level;
+    int manual; /* from vset_compact_range: always rewrite, so retention rules run */
     file_set in[2]; /* in[0]: files of level; in[1]: files of level + 1 */
 };
 
@@ -266,6 +267,8 @@ compaction *vset_compact_range(vset *vs, int level, kv_slice *lo, kv_slice *hi, 
         return NULL;
     pthread_mutex_lock(&vs->mu);
     compaction *c = cmp_new(vs, vs->current, level);
+    if (c)
+        c->manual = 1;
     if (c && set_expand(&c->in[0], c->v, level, lo, hi) == 0 && c->in[0].n) {
         if (cmp_complete(c)) {
             c = cmp_start(c);
@@ -528,7 +531,7 @@ static int job_input(compaction *c, iter **out)
         for (size_t i = 0; i < c->in[s].n && rc == 0; i++) {
             sst_reader *r;
             rc = file_reader(c->in[s].f[i], &r);
-            if (rc == 0 && !(kids[k++] = sst_reader_iter(r)))
+            if (rc == 0 && !(kids[k++] = sst_reader_scan_iter(r)))
                 rc = -ENOMEM;
         }
     }
@@ -580,6 +583,14 @@ static int job_fill_edit(cmp_job *j, version_edit *e)
 int compaction_run(compaction *c, const retention *r, version_edit *e, uint64_t *bytes_read,
                    uint64_t *bytes_written)
 {
+    if (!c->manual && c->in[0].n == 1 && c->in[1].n == 0 && c->out_level != c->level) {
+        /* Nothing to merge with: sequential writes (file data) reach deep levels unrewritten. */
+        if (bytes_read)
+            *bytes_read = 0;
+        if (bytes_written)
+            *bytes_written = 0;
+        return edit_move_file(e, c->level, c->out_level, c->in[0].f[0]);
+    }
     cmp_job j;
     memset(&j, 0, sizeof j);
     j.c = c;

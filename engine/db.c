@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "dbformat.h"
@@ -71,8 +72,8 @@ static void db_sanitize_options(kv_options *o)
         o->table_bytes = 16u << 10;
     if (o->wal_segment_bytes < (64u << 10))
         o->wal_segment_bytes = 64u << 10;
-    if (o->compression_level < 0)
-        o->compression_level = 0;
+    if (o->compression_level < -7)
+        o->compression_level = -7;
     if (o->compression_level > 19)
         o->compression_level = 19;
     if (o->bloom_bits_per_key < 0)
@@ -443,6 +444,7 @@ static void db_free(kv_db *db)
     pthread_mutex_destroy(&db->admin_mu);
     pthread_cond_destroy(&db->bg_cv);
     pthread_cond_destroy(&db->done_cv);
+    pthread_cond_destroy(&db->gather_cv);
     free(db->dir);
     free(db);
 }
@@ -492,6 +494,7 @@ int kv_open(const char *dir, const kv_options *opt, kv_db **out)
     pthread_mutex_init(&db->admin_mu, NULL);
     pthread_cond_init(&db->bg_cv, NULL);
     pthread_cond_init(&db->done_cv, NULL);
+    pthread_cond_init(&db->gather_cv, NULL);
     db->snapshots.next = db->snapshots.prev = &db->snapshots;
     if (opt)
         db->opts = *opt;
@@ -703,14 +706,49 @@ static int db_commit_group(kv_db *db, int sync, uint64_t first_seq, uint64_t tim
         atomic_fetch_add_explicit(&db->st_wal_bytes, db->group.rep.len, memory_order_relaxed);
     }
     if (sync) {
+        uint64_t t0 = kv_mono_us();
         rc = log_writer_sync(db->wal);
         if (rc)
             return rc;
+        /* (leader only) a moving average of the fsync time, for db_gather_sync_group */
+        db->fsync_us_avg = (db->fsync_us_avg * 7 + (kv_mono_us() - t0)) / 8;
         atomic_fetch_add_explicit(&db->st_wal_syncs, 1, memory_order_relaxed);
     }
     if (db->group.count > 0)
         rc = batch_decode(kv_buf_slice(&db->group.rep), db_insert_op, db->mem, NULL, NULL, NULL);
     return rc;
+}
+
+static size_t db_queue_length(const kv_db *db)
+{
+    size_t n = 0;
+    for (const db_writer *m = db->queue_head; m; m = m->next)
+        n++;
+    return n;
+}
+
+/* A sync leader that finds fewer writers queued than joined the previous sync group waits a
+ * little (mu released; at most half of a recent fsync, and DB_GATHER_MAX_US) for the
+ * writers just woken by the previous group, so that they share this fsync instead of each
+ * paying for the next one. Every enqueue wakes the waiting leader. */
+#define DB_GATHER_MAX_US 200
+static void db_gather_sync_group(kv_db *db)
+{
+    if (db_queue_length(db) >= db->last_sync_group)
+        return;
+    uint64_t wait_us = KV_MIN(db->fsync_us_avg / 2, (uint64_t)DB_GATHER_MAX_US);
+    uint64_t deadline = kv_mono_us() + wait_us;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ns = (uint64_t)ts.tv_nsec + wait_us * 1000u;
+    ts.tv_sec += (time_t)(ns / 1000000000u);
+    ts.tv_nsec = (long)(ns % 1000000000u);
+    db->gathering = 1;
+    while (db_queue_length(db) < db->last_sync_group && kv_mono_us() < deadline) {
+        if (pthread_cond_timedwait(&db->gather_cv, &db->mu, &ts) != 0)
+            break;
+    }
+    db->gathering = 0;
 }
 
 static int db_write(kv_db *db, db_writer *w)
@@ -722,6 +760,8 @@ static int db_write(kv_db *db, db_writer *w)
     else
         db->queue_head = w;
     db->queue_tail = w;
+    if (db->gathering)
+        pthread_cond_signal(&db->gather_cv);
     while (!w->done && db->queue_head != w)
         pthread_cond_wait(&w->cv, &db->mu);
     if (w->done) {
@@ -731,6 +771,8 @@ static int db_write(kv_db *db, db_writer *w)
 
     /* w leads. */
     int rc = db_make_room(db, w->force_switch);
+    if (rc == 0 && w->sync)
+        db_gather_sync_group(db);
     db_writer *last = w;
     uint64_t first_seq = atomic_load(&db->last_seq) + 1;
     if (rc == 0) {
@@ -745,6 +787,12 @@ static int db_write(kv_db *db, db_writer *w)
         uint64_t time_ms = now > db->last_commit_ms ? now : db->last_commit_ms;
         db->last_commit_ms = time_ms;
         size_t count = db->group.count;
+        if (sync) {
+            size_t members = 1;
+            for (db_writer *m = w; m != last; m = m->next)
+                members++;
+            db->last_sync_group = members;
+        }
         pthread_mutex_unlock(&db->mu);
         rc = db_commit_group(db, sync, first_seq, time_ms);
         pthread_mutex_lock(&db->mu);

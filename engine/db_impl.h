@@ -60,6 +60,10 @@ struct kv_db {
     db_writer *queue_head, *queue_tail; /* (mu) */
     kv_batch group;         /* leader's scratch batch */
     uint64_t last_commit_ms; /* (leader) commit times never go back */
+    size_t last_sync_group;  /* (mu) writers in the latest sync group */
+    uint64_t fsync_us_avg;   /* (leader) recent WAL fsync time */
+    int gathering;           /* (mu) a sync leader waits on gather_cv for its group */
+    pthread_cond_t gather_cv;
     _Atomic uint64_t last_seq;
     struct kv_snapshot snapshots; /* (mu) list head (circular, sentinel) */
     size_t nsnapshots;            /* (mu) */

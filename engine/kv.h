@@ -54,7 +54,8 @@ typedef struct kv_snapshot kv_snapshot;
 typedef struct kv_options {
     size_t memtable_bytes;     /* memtable budget before it is flushed (default 64 MiB) */
     size_t block_cache_bytes;  /* block cache budget (default 64 MiB) */
-    int compression_level;     /* zstd level 1..19; 0 stores blocks uncompressed (default 1) */
+    int compression_level;     /* zstd level 1..19, or -1..-7 for zstd's faster levels; 0 stores
+                                  blocks uncompressed (default 1) */
     int sync_writes;           /* 1: a write is durable (fsync) before it returns, unless
                                   KV_WRITE_NOSYNC is given; 0: only with KV_WRITE_SYNC (default 0) */
     uint64_t history_ms;       /* keep every version younger than this; recorded in the store

@@ -165,6 +165,17 @@ int edit_add_file(version_edit *e, int level, uint64_t number, const sst_props *
                                        kv_buf_slice(&props->largest)));
 }
 
+int edit_move_file(version_edit *e, int from_level, int to_level, file_meta *f)
+{
+    if (to_level < 0 || to_level >= KV_MAX_LEVELS)
+        return kv_error(-EINVAL, "edit_move_file: bad level %d", to_level);
+    int rc = edit_delete_file(e, from_level, f->number);
+    if (rc)
+        return rc;
+    file_ref(f);
+    return edit_add_meta(e, to_level, f);
+}
+
 int edit_delete_file(version_edit *e, int level, uint64_t number)
 {
     if (grow((void **)&e->deleted, e->ndeleted, &e->capdeleted, sizeof *e->deleted))

@@ -91,8 +91,26 @@ struct sst_builder {
     bloom_builder bloom;
     kv_buf last_key, smallest;
     ZSTD_CCtx *cctx;
+    unsigned incompressible; /* blocks in a row that did not compress (see sst_should_try) */
+    unsigned skipped;        /* blocks stored raw without trying since the last attempt */
     uint64_t entries, min_seq, max_seq, data_blocks;
 };
+
+/* Incompressible data (file contents that are already compressed or encrypted) would cost a
+ * failed zstd pass per block. After SST_GIVE_UP blocks in a row fail to compress, only every
+ * SST_RETRY_EVERY-th block is tried, until one compresses again. */
+#define SST_GIVE_UP 8
+#define SST_RETRY_EVERY 32
+
+static int sst_should_try(sst_builder *b)
+{
+    if (b->incompressible < SST_GIVE_UP)
+        return 1;
+    if (++b->skipped < SST_RETRY_EVERY)
+        return 0;
+    b->skipped = 0;
+    return 1;
+}
 
 static int sst_flush_out(sst_builder *b)
 {
@@ -113,7 +131,7 @@ static int sst_write_block(sst_builder *b, kv_slice contents, int compress, sst_
     size_t n = contents.len;
     uint8_t type = SST_COMP_NONE;
     int rc;
-    if (compress && b->cctx && n > 0) {
+    if (compress && b->cctx && n > 0 && sst_should_try(b)) {
         size_t bound = ZSTD_compressBound(n);
         if ((rc = kv_buf_reserve(&b->cbuf, bound)) != 0)
             return rc;
@@ -122,6 +140,9 @@ static int sst_write_block(sst_builder *b, kv_slice contents, int compress, sst_
             src = b->cbuf.data;
             n = c;
             type = SST_COMP_ZSTD;
+            b->incompressible = 0;
+        } else {
+            b->incompressible++;
         }
     }
     if ((rc = kv_buf_reserve(&b->out, n + SST_TRAILER)) != 0)
@@ -174,7 +195,7 @@ int sst_builder_open(const char *path, const sst_build_opts *o, sst_builder **ou
     blk_builder_init(&b->data);
     blk_builder_init(&b->index);
     bloom_builder_init(&b->bloom, o->bloom_bits_per_key);
-    if (o->compression_level > 0 && !(b->cctx = ZSTD_createCCtx()))
+    if (o->compression_level != 0 && !(b->cctx = ZSTD_createCCtx()))
         goto fail;
     if (kv_buf_reserve(&b->out, SST_WRITE_BUF + 64 * 1024) != 0)
         goto fail;
@@ -550,7 +571,9 @@ static int sst_read_blk(sst_reader *r, sst_handle h, uint64_t limit, sst_block *
     return rc;
 }
 
-static int sst_get_block(sst_reader *r, sst_handle h, sst_blkref *ref)
+/* Finds block h in the cache or reads it; fill = 0 (compaction's scans) leaves a block read
+ * from disk out of the cache, so one pass over cold data does not evict the hot set. */
+static int sst_get_block(sst_reader *r, sst_handle h, sst_blkref *ref, int fill)
 {
     sst_block *blk;
     ref->h = NULL;
@@ -562,7 +585,7 @@ static int sst_get_block(sst_reader *r, sst_handle h, sst_blkref *ref)
     int rc = sst_read_blk(r, h, r->data_end, &blk);
     if (rc)
         return rc;
-    if (r->bc) {
+    if (r->bc && fill) {
         ref->h = cache_insert(r->bc, r->file_number, h.off, blk, sizeof *blk + blk->size,
                               sst_block_free);
         if (!ref->h)
@@ -773,7 +796,7 @@ static int sst_get_position(sst_reader *r, sst_tls *t, kv_slice target, sst_blkr
     for (blk_iter_seek(&t->ix, target); blk_iter_valid(&t->ix); blk_iter_next(&t->ix)) {
         if (sst_handle_decode(blk_iter_value(&t->ix), &h) != 0)
             return sst_corrupt(r, r->index_off, "bad data block handle in index block");
-        if ((rc = sst_get_block(r, h, ref)) != 0)
+        if ((rc = sst_get_block(r, h, ref, 1)) != 0)
             return rc;
         blk_iter_reset(&t->dx, &ref->blk->b, r->path, h.off);
         blk_iter_seek(&t->dx, target);
@@ -839,6 +862,7 @@ typedef struct sst_iter {
     sst_blkref ref; /* the block dx walks (have_block) */
     uint64_t block_off;
     int have_block;
+    int fill_cache;
     int status;
 } sst_iter;
 
@@ -869,7 +893,7 @@ static void si_load(sst_iter *it)
         return;
     }
     si_drop(it);
-    if ((rc = sst_get_block(it->r, h, &it->ref)) != 0) {
+    if ((rc = sst_get_block(it->r, h, &it->ref, it->fill_cache)) != 0) {
         it->status = rc;
         return;
     }
@@ -1001,7 +1025,7 @@ static const iter_ops sst_iter_ops = {
     si_prev,  si_key,        si_value,     si_status, si_destroy,
 };
 
-iter *sst_reader_iter(sst_reader *r)
+static iter *sst_iter_new(sst_reader *r, int fill_cache)
 {
     sst_iter *it = calloc(1, sizeof *it);
     if (!it) {
@@ -1010,10 +1034,21 @@ iter *sst_reader_iter(sst_reader *r)
     }
     it->base.ops = &sst_iter_ops;
     it->r = r;
+    it->fill_cache = fill_cache;
     blk_iter_init(&it->ix);
     blk_iter_init(&it->dx);
     blk_iter_reset(&it->ix, &r->index->b, r->path, r->index_off);
     return &it->base;
+}
+
+iter *sst_reader_iter(sst_reader *r)
+{
+    return sst_iter_new(r, 1);
+}
+
+iter *sst_reader_scan_iter(sst_reader *r)
+{
+    return sst_iter_new(r, 0);
 }
 
 /* ================================================================ verify ==== */

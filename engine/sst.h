@@ -23,7 +23,7 @@
 
 typedef struct sst_build_opts {
     size_t block_bytes;     /* target uncompressed data block size */
-    int compression_level;  /* zstd level, 0 = none */
+    int compression_level;  /* zstd level (negative: zstd's fast levels), 0 = none */
     int bloom_bits_per_key; /* 0 = no filter */
 } sst_build_opts;
 
@@ -68,6 +68,9 @@ int sst_reader_get(sst_reader *r, kv_slice ukey, uint64_t max_seq, uint64_t *seq
                    unsigned *type, kv_buf *value);
 /* An iterator over every entry; the reader must outlive it. */
 iter *sst_reader_iter(sst_reader *r);
+/* The same for one pass over the table (compaction): blocks read from disk are not added to
+ * the block cache. */
+iter *sst_reader_scan_iter(sst_reader *r);
 uint64_t sst_reader_filter_skips(const sst_reader *r); /* gets answered by the filter alone */
 
 /* Reads every block of the file at path and verifies it (checksums, order, footer). report is

@@ -108,6 +108,8 @@ void edit_set_history_ms(version_edit *e, uint64_t ms);
 /* Creates a file_meta from props (copied) and adds it. */
 int edit_add_file(version_edit *e, int level, uint64_t number, const sst_props *props);
 int edit_delete_file(version_edit *e, int level, uint64_t number);
+/* Moves an existing table to another level without rewriting it (a trivial move). */
+int edit_move_file(version_edit *e, int from_level, int to_level, file_meta *f);
 int edit_add_snapshot(version_edit *e, const char *name, uint64_t seq, uint64_t time_ms);
 int edit_delete_snapshot(version_edit *e, const char *name);
 int edit_add_sample(version_edit *e, uint64_t sec, uint64_t max_seq);
@@ -213,7 +215,9 @@ compaction *vset_pick_compaction(vset *vs);
 compaction *vset_compact_range(vset *vs, int level, kv_slice *lo, kv_slice *hi, int *busy);
 /* Merges the inputs applying the retention rules, writes output tables of about
  * opts.table_bytes (cut only between user keys), and fills e with the deleted inputs and
- * added outputs. On error the outputs written so far are removed. */
+ * added outputs. On error the outputs written so far are removed. A picked (not manual)
+ * compaction of one table that overlaps nothing in the next level moves it there unchanged;
+ * its old versions are dropped when it is next merged, or by kv_compact_range. */
 int compaction_run(compaction *c, const retention *r, version_edit *e, uint64_t *bytes_read,
                    uint64_t *bytes_written);
 int compaction_level(const compaction *c); /* input level */
