@@ -559,15 +559,33 @@ int kv_close(kv_db *db)
     if (!db)
         return 0;
     db_stop_threads(db);
-    int rc = db->sticky_error;
-    if (db->wal && rc == 0) {
+    int rc = db->sticky_error ? db_sticky(db) : 0;
+    if (db->wal && rc == 0)
         rc = log_writer_sync(db->wal);
-    }
     db_free(db);
     return rc;
 }
 
 /* ------------------------------------------------------------------ write path ---- */
+
+/* Makes an I/O failure sticky (mu held): the first one is kept, with its message, and every
+ * later write is refused with it (see the top of this file). */
+void db_set_sticky(kv_db *db, int rc)
+{
+    if (db->sticky_error)
+        return;
+    db->sticky_error = rc;
+    snprintf(db->sticky_msg, sizeof db->sticky_msg, "%s", kv_last_error());
+    fprintf(stderr, "kvfs: %s: writes stopped: %s\n", db->dir, db->sticky_msg);
+}
+
+/* The sticky error, with its message for kv_last_error() (mu held). */
+int db_sticky(kv_db *db)
+{
+    return kv_error(db->sticky_error, "%s: writes stopped after an earlier failure (%s); "
+                                      "reopen the store",
+                    db->dir, db->sticky_msg);
+}
 
 /* Makes the current memtable immutable and starts a new WAL segment (leader, mu held). */
 static int db_switch_memtable(kv_db *db)
@@ -591,7 +609,7 @@ static int db_switch_memtable(kv_db *db)
     }
     if (rc) {
         mem_unref(fresh);
-        db->sticky_error = rc;
+        db_set_sticky(db, rc);
         return rc;
     }
     db->imm = db->mem;
@@ -612,7 +630,7 @@ static int db_rotate_wal(kv_db *db)
             rc = log_writer_close(old);
     }
     if (rc)
-        db->sticky_error = rc;
+        db_set_sticky(db, rc);
     return rc;
 }
 
@@ -630,7 +648,7 @@ static int db_make_room(kv_db *db, int force)
     int allow_delay = !force;
     for (;;) {
         if (db->sticky_error)
-            return db->sticky_error;
+            return db_sticky(db);
         if (db->shutting_down)
             return kv_error(-ESHUTDOWN, "%s: store is closing", db->dir);
         size_t l0 = db_level0_files(db);
@@ -797,8 +815,7 @@ static int db_write(kv_db *db, db_writer *w)
         rc = db_commit_group(db, sync, first_seq, time_ms);
         pthread_mutex_lock(&db->mu);
         if (rc) {
-            db->sticky_error = rc;
-            fprintf(stderr, "kvfs: %s: writes stopped: %s\n", db->dir, kv_last_error());
+            db_set_sticky(db, rc);
         } else if (count > 0) {
             atomic_store_explicit(&db->last_seq, first_seq + count - 1, memory_order_release);
             vset_note_commit(db->vs, first_seq + count - 1, time_ms);
@@ -1111,11 +1128,7 @@ int db_retention(kv_db *db, retention *r)
 
 static void db_set_bg_error(kv_db *db, int rc)
 {
-    if (!db->sticky_error) {
-        db->sticky_error = rc;
-        fprintf(stderr, "kvfs: %s: background work failed, writes stopped: %s\n", db->dir,
-                kv_last_error());
-    }
+    db_set_sticky(db, rc);
 }
 
 static void *db_flush_main(void *arg)
@@ -1209,7 +1222,7 @@ int kv_flush(kv_db *db)
     pthread_mutex_lock(&db->mu);
     while (db->imm && !db->sticky_error && !db->shutting_down)
         pthread_cond_wait(&db->done_cv, &db->mu);
-    rc = db->sticky_error;
+    rc = db->sticky_error ? db_sticky(db) : 0;
     pthread_mutex_unlock(&db->mu);
     return rc;
 }
@@ -1236,7 +1249,7 @@ int kv_compact_range(kv_db *db, const void *lo, size_t lolen, const void *hi, si
                 pthread_mutex_lock(&db->mu);
                 if (db->bg_compactions > 0 && !db->sticky_error)
                     pthread_cond_wait(&db->done_cv, &db->mu);
-                rc = db->sticky_error;
+                rc = db->sticky_error ? db_sticky(db) : 0;
                 pthread_mutex_unlock(&db->mu);
                 if (rc)
                     return rc;

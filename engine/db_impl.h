@@ -68,6 +68,7 @@ struct kv_db {
     struct kv_snapshot snapshots; /* (mu) list head (circular, sentinel) */
     size_t nsnapshots;            /* (mu) */
     int sticky_error;             /* (mu) */
+    char sticky_msg[512];         /* (mu) what failed, for later refusals */
     int shutting_down;            /* (mu) */
     int bg_compactions;           /* (mu) compactions running */
     uint64_t flush_count;         /* (mu) flushes completed */
@@ -100,6 +101,8 @@ int db_retention(kv_db *db, retention *r);
 int db_seq_is_retained(kv_db *db, uint64_t seq);
 /* Queues a no-data writer (sync and/or force_switch) and waits for the leader to do it. */
 int db_write_control(kv_db *db, int sync, int force_switch);
+void db_set_sticky(kv_db *db, int rc); /* mu held */
+int db_sticky(kv_db *db);              /* mu held: the sticky error, message set */
 /* The WAL segment numbers >= min_number in the directory, ascending (malloc'd). */
 int db_list_wals(kv_db *db, uint64_t min_number, uint64_t **out, size_t *n);
 int db_wal_path(const kv_db *db, uint64_t number, char *out, size_t cap);
