@@ -205,16 +205,23 @@ int kvio_fsync_dir(const char *dir)
     return rc;
 }
 
-int kvio_rename(const char *from, const char *to)
+/* A call on two paths (rename, link), with the fault hook and a message naming both. */
+static int kvio_two_paths(kvio_op op, const char *what, int (*call)(const char *, const char *),
+                          const char *from, const char *to)
 {
-    int rc = kvio_fault(KVIO_RENAME, "rename", from);
+    int rc = kvio_fault(op, what, from);
     if (rc)
         return rc;
-    if (rename(from, to) != 0) {
+    if (call(from, to) != 0) {
         int err = -errno;
-        return kv_error(err, "rename %s -> %s: %s", from, to, strerror(-err));
+        return kv_error(err, "%s %s -> %s: %s", what, from, to, strerror(-err));
     }
     return 0;
+}
+
+int kvio_rename(const char *from, const char *to)
+{
+    return kvio_two_paths(KVIO_RENAME, "rename", rename, from, to);
 }
 
 int kvio_unlink(const char *path)
@@ -229,14 +236,7 @@ int kvio_unlink(const char *path)
 
 int kvio_link(const char *from, const char *to)
 {
-    int rc = kvio_fault(KVIO_LINK, "link", from);
-    if (rc)
-        return rc;
-    if (link(from, to) != 0) {
-        int err = -errno;
-        return kv_error(err, "link %s -> %s: %s", from, to, strerror(-err));
-    }
-    return 0;
+    return kvio_two_paths(KVIO_LINK, "link", link, from, to);
 }
 
 /* mkdir that accepts an existing directory (but not an existing non-directory). */

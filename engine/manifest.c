@@ -32,16 +32,8 @@
 
 #include "dbformat.h"
 #include "kvio.h"
+#include "version_int.h"
 
-/* From version.c (internal to the vset module). */
-file_meta *vset_file_new(uint64_t number, uint64_t file_bytes, uint64_t entries,
-                         uint64_t min_seq, uint64_t max_seq, kv_slice smallest,
-                         kv_slice largest);
-version *vset_version_new(vset *vs);
-int vset_version_build(vset *vs, const version *base, const version_edit *e, version **out);
-void vset_mark_obsolete(const version *old, const version_edit *e);
-int vset_meta_prepare(vset *vs, const version_edit *e, char ***names);
-void vset_meta_commit(vset *vs, const version_edit *e, char **names, int replay);
 
 #define MF_ROTATE_BYTES (4u << 20) /* start a new MANIFEST beyond this size */
 
