@@ -1,9 +1,9 @@
 /*
  * arena.c -- block-based bump allocation (see arena.h).
  *
- * A shared block (16 KiB growing to ARENA_BLOCK_BYTES) of payload after a small header; requests are rounded
- * up to 8 bytes and cut from the front of the current block. A request of more than a quarter
- * block gets a dedicated block of exactly its size, and the current shared block stays
+ * A shared block (16 KiB growing to ARENA_BLOCK_BYTES) of payload after a small header; requests
+ * are rounded up to 8 bytes and cut from the front of the current block. A request of more than a
+ * quarter block gets a dedicated block of exactly its size, and the current shared block stays
  * current, so at most a quarter block is wasted when a new shared block is started.
  * ar_usage counts header + payload of every block and is written only by the allocating
  * thread (relaxed atomics: readers only want an up-to-date-enough figure).
@@ -56,8 +56,7 @@ static char *arena_new_block(arena *a, size_t payload)
     b->next = a->ar_blocks;
     a->ar_blocks = b;
     size_t used = atomic_load_explicit(&a->ar_usage, memory_order_relaxed);
-    atomic_store_explicit(&a->ar_usage, used + ARENA_HEADER_BYTES + payload,
-                          memory_order_relaxed);
+    atomic_store_explicit(&a->ar_usage, used + ARENA_HEADER_BYTES + payload, memory_order_relaxed);
     return b->data.bytes;
 }
 

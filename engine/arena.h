@@ -5,8 +5,8 @@
  * Invariants: every pointer returned is 8-byte aligned and stays valid until arena_destroy;
  * a request larger than a quarter of a block gets a block of its own, so big values waste
  * no space in the shared blocks. Shared blocks start at 16 KiB and double up to 1 MiB, so the
- * usage of a small memtable is not inflated by one large block. arena_alloc needs external serialisation (one writer);
- * arena_usage may be read from any thread at any time.
+ * usage of a small memtable is not inflated by one large block. arena_alloc needs external
+ * serialisation (one writer); arena_usage may be read from any thread at any time.
  */
 #ifndef KV_ARENA_H
 #define KV_ARENA_H

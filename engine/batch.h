@@ -18,8 +18,8 @@
 #define BATCH_HEADER_BYTES 20
 
 struct kv_batch {
-    kv_buf rep;   /* header + ops; the header is always present */
-    size_t count; /* == the count field */
+    kv_buf rep;      /* header + ops; the header is always present */
+    size_t count;    /* == the count field */
     size_t ndeletes; /* how many of the ops are deletions (statistics only) */
 };
 

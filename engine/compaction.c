@@ -45,7 +45,7 @@ struct compaction {
     vset *vs;
     version *v; /* pinned for the whole compaction */
     int level, out_level;
-    int manual; /* from vset_compact_range: always rewrite, so retention rules run */
+    int manual;     /* from vset_compact_range: always rewrite, so retention rules run */
     file_set in[2]; /* in[0]: files of level; in[1]: files of level + 1 */
 };
 
@@ -400,12 +400,12 @@ typedef struct cmp_job {
     const retention *r;
     out_writer w;
     size_t table_bytes;
-    kv_buf ukey;       /* the user key being walked */
+    kv_buf ukey; /* the user key being walked */
     int have_key;
     uint64_t newer;    /* s': seq of the next newer version of ukey (UINT64_MAX: none) */
     uint64_t *pending; /* kept DELETEs (seqs, newest first) with no kept version after */
     size_t npending, cappending;
-    kv_buf scratch;    /* internal keys being built */
+    kv_buf scratch; /* internal keys being built */
 } cmp_job;
 
 /* 1 if some snapshot p has s <= p < newer. */

@@ -181,8 +181,7 @@ static int db_replay_wal(kv_db *db, uint64_t number, int is_last, int *stop)
         }
         if (rc == 0 && bseq <= atomic_load(&db->last_seq) && bcount > 0)
             rc = kv_error(-EUCLEAN, "%s: WAL record at offset %llu repeats sequence %llu", path,
-                          (unsigned long long)log_reader_good_offset(r),
-                          (unsigned long long)bseq);
+                          (unsigned long long)log_reader_good_offset(r), (unsigned long long)bseq);
         if (rc < 0) {
             if (rc == -EUCLEAN && db->opts.salvage) {
                 fprintf(stderr, "kvfs: salvage: %s; dropping the rest of the WAL\n",
@@ -214,8 +213,9 @@ static int db_replay_wal(kv_db *db, uint64_t number, int is_last, int *stop)
             kvio_close(fd);
         }
         if (size > log_reader_good_offset(r)) {
-            rc = kv_error(-EUCLEAN, "%s: WAL segment ends in a torn record at offset %llu but a "
-                                    "newer segment exists",
+            rc = kv_error(-EUCLEAN,
+                          "%s: WAL segment ends in a torn record at offset %llu but a "
+                          "newer segment exists",
                           path, (unsigned long long)log_reader_good_offset(r));
             if (db->opts.salvage) {
                 fprintf(stderr, "kvfs: salvage: %s; dropping the rest of the WAL\n",
@@ -324,8 +324,9 @@ static int db_has_data_files(kv_db *db)
         char path[PATH_MAX];
         if (len > 4 && strcmp(names[i] + len - 4, ".sst") == 0)
             found = 1;
-        else if (db_parse_wal_name(names[i], &num) && db_wal_path(db, num, path, sizeof path) == 0 &&
-                 stat(path, &st) == 0 && st.st_size > 0)
+        else if (db_parse_wal_name(names[i], &num) &&
+                 db_wal_path(db, num, path, sizeof path) == 0 && stat(path, &st) == 0 &&
+                 st.st_size > 0)
             found = 1;
     }
     kvio_free_list(names, n);
@@ -353,8 +354,7 @@ static int db_check_manifest_log(vset *vs, void *arg)
         snprintf(msg, sizeof msg,
                  "%s/MANIFEST-%06llu: names WAL segment %06llu.log, which is missing (MANIFEST "
                  "truncated or damaged, or the segment was removed)",
-                 db->dir, (unsigned long long)vs->manifest_number,
-                 (unsigned long long)log_number);
+                 db->dir, (unsigned long long)vs->manifest_number, (unsigned long long)log_number);
     else
         return 0;
     if (db->opts.salvage) {
@@ -582,8 +582,9 @@ void db_set_sticky(kv_db *db, int rc)
 /* The sticky error, with its message for kv_last_error() (mu held). */
 int db_sticky(kv_db *db)
 {
-    return kv_error(db->sticky_error, "%s: writes stopped after an earlier failure (%s); "
-                                      "reopen the store",
+    return kv_error(db->sticky_error,
+                    "%s: writes stopped after an earlier failure (%s); "
+                    "reopen the store",
                     db->dir, db->sticky_msg);
 }
 
@@ -993,8 +994,8 @@ void db_readview_release(db_readview *rv)
     version_unref(rv->v);
 }
 
-int kv_get(kv_db *db, const kv_readopts *ro, const void *key, size_t klen, void **val,
-           size_t *vlen, kv_entry_info *info)
+int kv_get(kv_db *db, const kv_readopts *ro, const void *key, size_t klen, void **val, size_t *vlen,
+           kv_entry_info *info)
 {
     kv_error_clear();
     if (val)

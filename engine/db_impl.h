@@ -49,20 +49,20 @@ struct kv_db {
     vset *vs;
 
     pthread_mutex_t mu;
-    pthread_mutex_t admin_mu; /* serialises named-snapshot changes and checkpoints */
-    pthread_cond_t bg_cv;   /* wakes background threads */
-    pthread_cond_t done_cv; /* background progress (a flush or compaction finished) */
-    memtable *mem;          /* (mu) written by the leader only */
-    memtable *imm;          /* (mu) being flushed, or NULL */
-    uint64_t mem_first_wal; /* (mu) first WAL segment holding mem's writes */
-    log_writer *wal;        /* (mu to swap; leader to write) */
-    uint64_t wal_number;    /* (mu) */
+    pthread_mutex_t admin_mu;           /* serialises named-snapshot changes and checkpoints */
+    pthread_cond_t bg_cv;               /* wakes background threads */
+    pthread_cond_t done_cv;             /* background progress (a flush or compaction finished) */
+    memtable *mem;                      /* (mu) written by the leader only */
+    memtable *imm;                      /* (mu) being flushed, or NULL */
+    uint64_t mem_first_wal;             /* (mu) first WAL segment holding mem's writes */
+    log_writer *wal;                    /* (mu to swap; leader to write) */
+    uint64_t wal_number;                /* (mu) */
     db_writer *queue_head, *queue_tail; /* (mu) */
-    kv_batch group;         /* leader's scratch batch */
-    uint64_t last_commit_ms; /* (leader) commit times never go back */
-    size_t last_sync_group;  /* (mu) writers in the latest sync group */
-    uint64_t fsync_us_avg;   /* (leader) recent WAL fsync time */
-    int gathering;           /* (mu) a sync leader waits on gather_cv for its group */
+    kv_batch group;                     /* leader's scratch batch */
+    uint64_t last_commit_ms;            /* (leader) commit times never go back */
+    size_t last_sync_group;             /* (mu) writers in the latest sync group */
+    uint64_t fsync_us_avg;              /* (leader) recent WAL fsync time */
+    int gathering;                      /* (mu) a sync leader waits on gather_cv for its group */
     pthread_cond_t gather_cv;
     _Atomic uint64_t last_seq;
     struct kv_snapshot snapshots; /* (mu) list head (circular, sentinel) */

@@ -66,8 +66,8 @@ static int dbiter_set_bounds(kv_iter *it, const kv_iter_opts *o)
         int rc = prefix_successor(p, &succ);
         if (rc < 0)
             return rc;
-        if (rc == 1 && (!it->has_upper || kv_slice_cmp(kv_buf_slice(&succ),
-                                                       kv_buf_slice(&it->upper)) < 0)) {
+        if (rc == 1 &&
+            (!it->has_upper || kv_slice_cmp(kv_buf_slice(&succ), kv_buf_slice(&it->upper)) < 0)) {
             kv_buf_free(&it->upper);
             it->upper = succ;
             it->has_upper = 1;

@@ -5,11 +5,11 @@
  * Named snapshots are recorded in the MANIFEST only after the WAL is synced up to their
  * sequence, so a snapshot can never name writes that a crash could take back.
  *
- * A checkpoint is taken with db->mu, vs->apply_mu and vs->mu held while the MANIFEST (up to its current
- * end) is copied and the live tables are hard-linked, so the copy names exactly the files it
- * has; the WAL segments that follow are then copied while db->mu keeps them from being
- * deleted. A record being appended while the segment is copied is a torn tail in the copy,
- * which recovery treats as the end of the log.
+ * A checkpoint is taken with db->mu, vs->apply_mu and vs->mu held while the MANIFEST (up to its
+ * current end) is copied and the live tables are hard-linked, so the copy names exactly the files
+ * it has; the WAL segments that follow are then copied while db->mu keeps them from being deleted.
+ * A record being appended while the segment is copied is a torn tail in the copy, which recovery
+ * treats as the end of the log.
  */
 #include <errno.h>
 #include <fcntl.h>

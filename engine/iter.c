@@ -136,8 +136,10 @@ static int merge_check(merge_iter *m, size_t i)
             return 1;
         }
         if (!m->mi_err)
-            m->mi_err = kv_error(-EUCLEAN, "merge: child %zu yielded a %zu-byte key, shorter "
-                                 "than the %d-byte tag", i, k.len, KV_TAG_BYTES);
+            m->mi_err = kv_error(-EUCLEAN,
+                                 "merge: child %zu yielded a %zu-byte key, shorter "
+                                 "than the %d-byte tag",
+                                 i, k.len, KV_TAG_BYTES);
         return 0;
     }
     int st = iter_status(c);
@@ -207,8 +209,7 @@ static void merge_advanced(merge_iter *m)
     }
     size_t cur = ok ? moved : m->mi_n;
     for (size_t i = 0; i < m->mi_n; i++) {
-        if (i != moved && m->mi_key[i].len &&
-            (cur == m->mi_n || merge_before(m, i, cur)))
+        if (i != moved && m->mi_key[i].len && (cur == m->mi_n || merge_before(m, i, cur)))
             cur = i;
     }
     m->mi_cur = cur;

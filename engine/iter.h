@@ -33,15 +33,42 @@ struct iter {
     const iter_ops *ops;
 };
 
-static inline int iter_valid(const iter *it) { return it->ops->valid(it); }
-static inline void iter_seek_first(iter *it) { it->ops->seek_first(it); }
-static inline void iter_seek_last(iter *it) { it->ops->seek_last(it); }
-static inline void iter_seek(iter *it, kv_slice t) { it->ops->seek(it, t); }
-static inline void iter_next(iter *it) { it->ops->next(it); }
-static inline void iter_prev(iter *it) { it->ops->prev(it); }
-static inline kv_slice iter_key(const iter *it) { return it->ops->key(it); }
-static inline kv_slice iter_value(const iter *it) { return it->ops->value(it); }
-static inline int iter_status(const iter *it) { return it->ops->status(it); }
+static inline int iter_valid(const iter *it)
+{
+    return it->ops->valid(it);
+}
+static inline void iter_seek_first(iter *it)
+{
+    it->ops->seek_first(it);
+}
+static inline void iter_seek_last(iter *it)
+{
+    it->ops->seek_last(it);
+}
+static inline void iter_seek(iter *it, kv_slice t)
+{
+    it->ops->seek(it, t);
+}
+static inline void iter_next(iter *it)
+{
+    it->ops->next(it);
+}
+static inline void iter_prev(iter *it)
+{
+    it->ops->prev(it);
+}
+static inline kv_slice iter_key(const iter *it)
+{
+    return it->ops->key(it);
+}
+static inline kv_slice iter_value(const iter *it)
+{
+    return it->ops->value(it);
+}
+static inline int iter_status(const iter *it)
+{
+    return it->ops->status(it);
+}
 static inline void iter_destroy(iter *it)
 {
     if (it)

@@ -52,25 +52,25 @@ typedef struct kv_snapshot kv_snapshot;
 /* ---------------------------------------------------------------- options and lifetime ---- */
 
 typedef struct kv_options {
-    size_t memtable_bytes;     /* memtable budget before it is flushed (default 64 MiB) */
-    size_t block_cache_bytes;  /* block cache budget (default 64 MiB) */
-    int compression_level;     /* zstd level 1..19, or -1..-7 for zstd's faster levels; 0 stores
-                                  blocks uncompressed (default 1) */
-    int sync_writes;           /* 1: a write is durable (fsync) before it returns, unless
-                                  KV_WRITE_NOSYNC is given; 0: only with KV_WRITE_SYNC (default 0) */
-    uint64_t history_ms;       /* keep every version younger than this; recorded in the store
-                                  when it changes. KV_HISTORY_STORED (the default) uses the
-                                  window the store recorded (0, none, for a new store) */
-    int create_if_missing;     /* create the directory and a new store (default 1) */
-    int error_if_exists;       /* fail with -EEXIST if a store is already there (default 0) */
-    int read_only;             /* open without writing anything; writes fail with -EROFS */
-    int salvage;               /* open despite WAL corruption in the middle of a segment: keep
-                                  everything before the bad record, drop the rest (default 0) */
-    size_t block_bytes;        /* uncompressed data block size (default 4 KiB) */
-    int bloom_bits_per_key;    /* bloom filter bits per key, 0 = no filter (default 10) */
-    size_t table_bytes;        /* target SSTable size (default 8 MiB) */
-    size_t wal_segment_bytes;  /* a WAL segment is closed after this many bytes (default 64 MiB) */
-    int background_threads;    /* compaction threads besides the flush thread (default 1) */
+    size_t memtable_bytes;    /* memtable budget before it is flushed (default 64 MiB) */
+    size_t block_cache_bytes; /* block cache budget (default 64 MiB) */
+    int compression_level;    /* zstd level 1..19, or -1..-7 for zstd's faster levels; 0 stores
+                                 blocks uncompressed (default 1) */
+    int sync_writes;          /* 1: a write is durable (fsync) before it returns, unless
+                                 KV_WRITE_NOSYNC is given; 0: only with KV_WRITE_SYNC (default 0) */
+    uint64_t history_ms;      /* keep every version younger than this; recorded in the store
+                                 when it changes. KV_HISTORY_STORED (the default) uses the
+                                 window the store recorded (0, none, for a new store) */
+    int create_if_missing;    /* create the directory and a new store (default 1) */
+    int error_if_exists;      /* fail with -EEXIST if a store is already there (default 0) */
+    int read_only;            /* open without writing anything; writes fail with -EROFS */
+    int salvage;              /* open despite WAL corruption in the middle of a segment: keep
+                                 everything before the bad record, drop the rest (default 0) */
+    size_t block_bytes;       /* uncompressed data block size (default 4 KiB) */
+    int bloom_bits_per_key;   /* bloom filter bits per key, 0 = no filter (default 10) */
+    size_t table_bytes;       /* target SSTable size (default 8 MiB) */
+    size_t wal_segment_bytes; /* a WAL segment is closed after this many bytes (default 64 MiB) */
+    int background_threads;   /* compaction threads besides the flush thread (default 1) */
 } kv_options;
 
 void kv_options_init(kv_options *opt);
@@ -106,8 +106,7 @@ size_t kv_batch_bytes(const kv_batch *b);
  * the operations get consecutive sequences in batch order. */
 int kv_write(kv_db *db, const kv_batch *b, unsigned flags, uint64_t *seq);
 
-int kv_put(kv_db *db, const void *key, size_t klen, const void *val, size_t vlen,
-           unsigned flags);
+int kv_put(kv_db *db, const void *key, size_t klen, const void *val, size_t vlen, unsigned flags);
 int kv_put_ttl(kv_db *db, const void *key, size_t klen, const void *val, size_t vlen,
                uint64_t expire_at_ms, unsigned flags);
 int kv_delete(kv_db *db, const void *key, size_t klen, unsigned flags);
@@ -133,8 +132,8 @@ typedef struct kv_entry_info {
 
 /* OUT: *val (malloc'd, may be NULL when not wanted), *vlen, *info (may be NULL).
  * -ENOENT when the key has no visible version (deleted, expired, never written). */
-int kv_get(kv_db *db, const kv_readopts *ro, const void *key, size_t klen, void **val,
-           size_t *vlen, kv_entry_info *info);
+int kv_get(kv_db *db, const kv_readopts *ro, const void *key, size_t klen, void **val, size_t *vlen,
+           kv_entry_info *info);
 
 /* Iterators see one consistent point in time (the read options' sequence) and are bounded to
  * [lower, upper) and/or to keys starting with prefix. */

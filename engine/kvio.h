@@ -42,7 +42,7 @@ int kvio_pread_full(int fd, const char *path, void *buf, size_t n, uint64_t off,
 /* Writes all n bytes (at the current offset / at off). */
 int kvio_write_full(int fd, const char *path, const void *buf, size_t n);
 int kvio_pwrite_full(int fd, const char *path, const void *buf, size_t n, uint64_t off);
-int kvio_fsync(int fd, const char *path);      /* fdatasync */
+int kvio_fsync(int fd, const char *path); /* fdatasync */
 int kvio_file_size(int fd, const char *path, uint64_t *size);
 int kvio_truncate(int fd, const char *path, uint64_t size);
 
@@ -55,8 +55,8 @@ int kvio_mkdir_p(const char *dir, mode_t mode);
 /* Reads a whole (small) file. OUT: *data (malloc'd, NUL-terminated for convenience), *len. */
 int kvio_read_file(const char *path, uint8_t **data, size_t *len);
 /* Writes data to tmp_path, fsyncs, renames to path, fsyncs dir. */
-int kvio_replace_atomic(const char *dir, const char *path, const char *tmp_path,
-                        const void *data, size_t len);
+int kvio_replace_atomic(const char *dir, const char *path, const char *tmp_path, const void *data,
+                        size_t len);
 /* Copies a file (used by checkpoint when a hard link is impossible); fsyncs the copy. */
 int kvio_copy_file(const char *from, const char *to);
 

@@ -34,7 +34,6 @@
 #include "kvio.h"
 #include "version_int.h"
 
-
 #define MF_ROTATE_BYTES (4u << 20) /* start a new MANIFEST beyond this size */
 
 /*
@@ -151,9 +150,8 @@ int edit_add_file(version_edit *e, int level, uint64_t number, const sst_props *
     if (level < 0 || level >= KV_MAX_LEVELS)
         return kv_error(-EINVAL, "edit_add_file: bad level %d", level);
     return edit_add_meta(e, level,
-                         vset_file_new(number, props->file_bytes, props->entries,
-                                       props->min_seq, props->max_seq,
-                                       kv_buf_slice(&props->smallest),
+                         vset_file_new(number, props->file_bytes, props->entries, props->min_seq,
+                                       props->max_seq, kv_buf_slice(&props->smallest),
                                        kv_buf_slice(&props->largest)));
 }
 
@@ -333,9 +331,8 @@ typedef struct mf_src {
 
 static int mf_bad(const mf_src *src, const kv_reader *r, const char *what)
 {
-    return kv_error(-EUCLEAN, "%s: %s in record at offset %llu (record byte %llu)", src->name,
-                    what, (unsigned long long)src->offset,
-                    (unsigned long long)(r->p - src->start));
+    return kv_error(-EUCLEAN, "%s: %s in record at offset %llu (record byte %llu)", src->name, what,
+                    (unsigned long long)src->offset, (unsigned long long)(r->p - src->start));
 }
 
 static int get_uvars(kv_reader *r, uint64_t *v, size_t n)
@@ -377,8 +374,7 @@ static int get_name(kv_reader *r, kv_slice *name)
     return 0;
 }
 
-static int decode_field(kv_reader *r, uint64_t tag, version_edit *e, kv_buf *cptr,
-                        int *has_cptr)
+static int decode_field(kv_reader *r, uint64_t tag, version_edit *e, kv_buf *cptr, int *has_cptr)
 {
     uint64_t v[2];
     kv_slice s;
@@ -433,8 +429,7 @@ static int decode_field(kv_reader *r, uint64_t tag, version_edit *e, kv_buf *cpt
 }
 
 /* Decodes rec into e (initialised by the caller) and the compact pointers it carries. */
-static int mf_decode(const mf_src *src, kv_slice rec, version_edit *e, kv_buf *cptr,
-                     int *has_cptr)
+static int mf_decode(const mf_src *src, kv_slice rec, version_edit *e, kv_buf *cptr, int *has_cptr)
 {
     kv_reader r = {rec.data, rec.data + rec.len};
     if (rec.len == 0)
@@ -446,7 +441,8 @@ static int mf_decode(const mf_src *src, kv_slice rec, version_edit *e, kv_buf *c
             return mf_bad(src, &at, "truncated tag");
         int rc = decode_field(&r, tag, e, cptr, has_cptr);
         if (rc == -ENOTSUP)
-            return kv_error(-EUCLEAN, "%s: unknown record tag %llu at offset %llu (record byte %llu)",
+            return kv_error(-EUCLEAN,
+                            "%s: unknown record tag %llu at offset %llu (record byte %llu)",
                             src->name, (unsigned long long)tag, (unsigned long long)src->offset,
                             (unsigned long long)(at.p - src->start));
         if (rc == -ENOMEM)
@@ -564,8 +560,9 @@ static int replay_finish(vset *vs, const char *name, mf_replay *st)
 {
     if (!st->acc.has_next_file || !st->acc.has_log_number || !st->acc.has_last_seq)
         return kv_error(-EUCLEAN, "%s: no %s record", name,
-                        !st->acc.has_next_file ? "next-file"
-                        : !st->acc.has_log_number ? "log-number" : "last-sequence");
+                        !st->acc.has_next_file    ? "next-file"
+                        : !st->acc.has_log_number ? "log-number"
+                                                  : "last-sequence");
     vs->log_number = st->acc.log_number;
     vs->last_seq = st->acc.last_seq;
     vs->next_file = KV_MAX(st->acc.next_file, vs->manifest_number + 1);
@@ -626,8 +623,8 @@ static int check_tables(vset *vs, const char *mname)
                 return rc;
             int fd = kvio_open(path, O_RDONLY, 0);
             if (fd == -ENOENT)
-                return kv_error(-EUCLEAN, "%s: table file missing (live in %s, level %d)",
-                                path, mname, l);
+                return kv_error(-EUCLEAN, "%s: table file missing (live in %s, level %d)", path,
+                                mname, l);
             if (fd < 0)
                 return fd;
             rc = kvio_file_size(fd, path, &size);
@@ -636,8 +633,7 @@ static int check_tables(vset *vs, const char *mname)
                 return rc;
             if (size != f->file_bytes)
                 return kv_error(-EUCLEAN, "%s: size %llu, but %s records %llu", path,
-                                (unsigned long long)size, mname,
-                                (unsigned long long)f->file_bytes);
+                                (unsigned long long)size, mname, (unsigned long long)f->file_bytes);
         }
     }
     return 0;

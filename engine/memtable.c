@@ -236,11 +236,11 @@ static void mem_note_seq(memtable *m, uint64_t seq)
 int mem_add(memtable *m, uint64_t seq, unsigned type, kv_slice ukey, kv_slice stored_value)
 {
     if (seq == 0 || seq > KV_MAX_SEQ || type > KV_TYPE_VALUE_TTL)
-        return kv_error(-EINVAL, "memtable: bad entry (seq %llu, type %u)",
-                        (unsigned long long)seq, type);
+        return kv_error(-EINVAL, "memtable: bad entry (seq %llu, type %u)", (unsigned long long)seq,
+                        type);
     if (ukey.len > UINT32_MAX - KV_TAG_BYTES || stored_value.len > UINT32_MAX)
-        return kv_error(-EFBIG, "memtable: entry too large (key %zu, value %zu bytes)",
-                        ukey.len, stored_value.len);
+        return kv_error(-EFBIG, "memtable: entry too large (key %zu, value %zu bytes)", ukey.len,
+                        stored_value.len);
     mem_key k = {ukey.data, ukey.len, kv_tag(seq, type)};
     mem_node *prev[MEM_MAX_HEIGHT];
     mem_node *at = mem_find_ge(m, &k, prev);
@@ -250,8 +250,7 @@ int mem_add(memtable *m, uint64_t seq, unsigned type, kv_slice ukey, kv_slice st
     int height = mem_random_height(m);
     mem_node *n = mem_node_new(m, height, ukey.len + KV_TAG_BYTES + stored_value.len);
     if (!n)
-        return kv_error(-ENOMEM, "memtable: out of memory for a %zu-byte value",
-                        stored_value.len);
+        return kv_error(-ENOMEM, "memtable: out of memory for a %zu-byte value", stored_value.len);
     uint8_t *d = (uint8_t *)n->data;
     if (ukey.len)
         memcpy(d, ukey.data, ukey.len);

@@ -30,7 +30,7 @@ int mem_get(memtable *m, kv_slice ukey, uint64_t max_seq, uint64_t *seq, unsigne
  * Never NULL: out of memory gives an iterator whose status is -ENOMEM. */
 iter *mem_iter_new(memtable *m);
 
-size_t mem_bytes(const memtable *m);  /* arena bytes in use (the memtable budget's measure) */
+size_t mem_bytes(const memtable *m); /* arena bytes in use (the memtable budget's measure) */
 size_t mem_entries(const memtable *m);
 uint64_t mem_min_seq(const memtable *m); /* 0 if empty */
 uint64_t mem_max_seq(const memtable *m);

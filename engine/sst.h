@@ -64,8 +64,8 @@ int sst_reader_may_contain(const sst_reader *r, kv_slice ukey);
 /* The newest entry of ukey with seq <= max_seq (consults the filter first). Returns 1 and fills
  * *seq, *type and *value (malloc'd copy of the stored value into value->data; the caller frees
  * with kv_buf_free), 0 if none, negative errno on error. */
-int sst_reader_get(sst_reader *r, kv_slice ukey, uint64_t max_seq, uint64_t *seq,
-                   unsigned *type, kv_buf *value);
+int sst_reader_get(sst_reader *r, kv_slice ukey, uint64_t max_seq, uint64_t *seq, unsigned *type,
+                   kv_buf *value);
 /* An iterator over every entry; the reader must outlive it. */
 iter *sst_reader_iter(sst_reader *r);
 /* The same for one pass over the table (compaction): blocks read from disk are not added to

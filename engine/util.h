@@ -44,7 +44,7 @@ typedef struct kv_buf {
     size_t cap;
 } kv_buf;
 
-int kv_buf_reserve(kv_buf *b, size_t extra);     /* room for extra more bytes; -ENOMEM */
+int kv_buf_reserve(kv_buf *b, size_t extra); /* room for extra more bytes; -ENOMEM */
 int kv_buf_append(kv_buf *b, const void *p, size_t n);
 int kv_buf_set(kv_buf *b, const void *p, size_t n); /* replace the contents */
 void kv_buf_free(kv_buf *b);
@@ -69,8 +69,7 @@ static inline void kv_enc64(uint8_t *p, uint64_t v)
 }
 static inline uint32_t kv_dec32(const uint8_t *p)
 {
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 static inline uint64_t kv_dec64(const uint8_t *p)
 {
@@ -105,8 +104,8 @@ uint32_t kv_hash32(const void *p, size_t n, uint32_t seed);
 uint64_t kv_hash64(const void *p, size_t n, uint64_t seed);
 
 /* ---- clocks ---- */
-uint64_t kv_now_ms(void);   /* wall clock, ms since the epoch */
-uint64_t kv_mono_us(void);  /* monotonic, microseconds */
+uint64_t kv_now_ms(void);  /* wall clock, ms since the epoch */
+uint64_t kv_mono_us(void); /* monotonic, microseconds */
 
 /* ---- errors ---- */
 /* Records the message for kv_last_error() in this thread and returns err (negative errno), so

@@ -32,12 +32,10 @@
 #include "kvio.h"
 #include "version_int.h"
 
-
 /* ------------------------------------------------------------------ file_meta ---- */
 
-file_meta *vset_file_new(uint64_t number, uint64_t file_bytes, uint64_t entries,
-                         uint64_t min_seq, uint64_t max_seq, kv_slice smallest,
-                         kv_slice largest)
+file_meta *vset_file_new(uint64_t number, uint64_t file_bytes, uint64_t entries, uint64_t min_seq,
+                         uint64_t max_seq, kv_slice smallest, kv_slice largest)
 {
     file_meta *f = calloc(1, sizeof *f);
     if (!f)
@@ -200,8 +198,8 @@ static int level_check(const version *v, int level)
     return 0;
 }
 
-static int level_build(vset *vs, version *nv, const version *base, const version_edit *e,
-                       int level, char *found)
+static int level_build(vset *vs, version *nv, const version *base, const version_edit *e, int level,
+                       char *found)
 {
     size_t cap = base->nfiles[level] + e->nadded, n = 0;
     file_meta **fs = cap ? malloc(cap * sizeof *fs) : NULL;
@@ -496,9 +494,8 @@ static void lvl_destroy(iter *it)
     free(li);
 }
 
-static const iter_ops lvl_ops = {lvl_valid, lvl_seek_first, lvl_seek_last, lvl_seek, lvl_next,
-                                 lvl_prev,  lvl_key,        lvl_value,     lvl_status,
-                                 lvl_destroy};
+static const iter_ops lvl_ops = {lvl_valid, lvl_seek_first, lvl_seek_last, lvl_seek,   lvl_next,
+                                 lvl_prev,  lvl_key,        lvl_value,     lvl_status, lvl_destroy};
 
 static iter *level_iter_new(file_meta **files, size_t n)
 {
@@ -627,7 +624,7 @@ int vset_snapshot_list(vset *vs, kv_snapinfo **list, size_t *n)
             goto out;
         }
         for (size_t i = 0; i < vs->nsnaps; i++) {
-            snprintf((*list)[i].name, sizeof (*list)[i].name, "%s", vs->snaps[i].name);
+            snprintf((*list)[i].name, sizeof(*list)[i].name, "%s", vs->snaps[i].name);
             (*list)[i].seq = vs->snaps[i].seq;
             (*list)[i].time_ms = vs->snaps[i].time_ms;
         }
@@ -657,8 +654,7 @@ static int samples_reserve(vset *vs, size_t extra)
 
 static void samples_insert_at(vset *vs, size_t pos, timemap_sample s)
 {
-    memmove(vs->samples + pos + 1, vs->samples + pos,
-            (vs->nsamples - pos) * sizeof *vs->samples);
+    memmove(vs->samples + pos + 1, vs->samples + pos, (vs->nsamples - pos) * sizeof *vs->samples);
     vs->samples[pos] = s;
     vs->nsamples++;
 }
@@ -809,8 +805,7 @@ void vset_prune_samples(vset *vs, uint64_t floor_sec)
     }
     size_t drop = lo ? lo - 1 : 0; /* keep the last sample before the floor */
     if (drop) {
-        memmove(vs->samples, vs->samples + drop,
-                (vs->nsamples - drop) * sizeof *vs->samples);
+        memmove(vs->samples, vs->samples + drop, (vs->nsamples - drop) * sizeof *vs->samples);
         vs->nsamples -= drop;
         vs->npersisted_samples -= KV_MIN(drop, vs->npersisted_samples);
     }

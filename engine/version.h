@@ -49,10 +49,10 @@ typedef struct file_meta {
     uint64_t min_seq, max_seq;
     kv_buf smallest, largest; /* internal keys */
     atomic_int refs;
-    int compacting;            /* protected by vset->mu */
-    int obsolete;              /* set once an installed edit deleted it */
-    struct vset *vs;           /* for path, cache and unlink on last unref */
-    pthread_mutex_t open_mu;   /* serialises the lazy open of reader */
+    int compacting;          /* protected by vset->mu */
+    int obsolete;            /* set once an installed edit deleted it */
+    struct vset *vs;         /* for path, cache and unlink on last unref */
+    pthread_mutex_t open_mu; /* serialises the lazy open of reader */
     sst_reader *_Atomic reader;
 } file_meta;
 
@@ -84,12 +84,12 @@ typedef struct version_edit {
     struct edit_file {
         int level;
         file_meta *f; /* added files: the edit holds one reference */
-    } *added;
+    } * added;
     size_t nadded, capadded;
     struct edit_del {
         int level;
         uint64_t number;
-    } *deleted;
+    } * deleted;
     size_t ndeleted, capdeleted;
     vset_snapshot *snap_add;
     size_t nsnap_add, capsnap_add;
@@ -122,7 +122,7 @@ typedef struct vset {
     pthread_mutex_t apply_mu; /* serialises vset_log_and_apply (held across its I/O) */
     version *current;
     uint64_t next_file;
-    uint64_t last_seq;   /* as recorded in the MANIFEST (the db keeps the live one) */
+    uint64_t last_seq; /* as recorded in the MANIFEST (the db keeps the live one) */
     uint64_t log_number;
     uint64_t history_ms; /* as recorded in the MANIFEST (0 for a store that never set it) */
     uint64_t manifest_number;
@@ -132,7 +132,7 @@ typedef struct vset {
     size_t nsnaps;
     timemap_sample *samples; /* sorted by sec and by max_seq, both increasing */
     size_t nsamples, capsamples;
-    size_t npersisted_samples; /* samples[0..n) are in the MANIFEST */
+    size_t npersisted_samples;             /* samples[0..n) are in the MANIFEST */
     kv_buf compact_pointer[KV_MAX_LEVELS]; /* largest key of the last compaction per level */
     atomic_uint_fast64_t filter_skips;
     int (*open_check)(struct vset *vs, void *arg); /* see vset_open_checked */
@@ -202,7 +202,7 @@ typedef struct retention {
     uint64_t floor_seq;        /* reads at any seq >= this are allowed */
     const uint64_t *snap_seqs; /* ascending; named and in-memory snapshots below floor */
     size_t nsnaps;
-    uint64_t expiry_floor_ms;  /* every reader judges expiry at this time or later */
+    uint64_t expiry_floor_ms; /* every reader judges expiry at this time or later */
 } retention;
 
 typedef struct compaction compaction;

@@ -8,9 +8,8 @@
 
 #include "version.h"
 
-file_meta *vset_file_new(uint64_t number, uint64_t file_bytes, uint64_t entries,
-                         uint64_t min_seq, uint64_t max_seq, kv_slice smallest,
-                         kv_slice largest);
+file_meta *vset_file_new(uint64_t number, uint64_t file_bytes, uint64_t entries, uint64_t min_seq,
+                         uint64_t max_seq, kv_slice smallest, kv_slice largest);
 version *vset_version_new(vset *vs);
 /* base + e -> *out (refcount 1); -EINVAL if e does not fit base. */
 int vset_version_build(vset *vs, const version *base, const version_edit *e, version **out);

@@ -312,8 +312,7 @@ static void test_read_only(void)
     CHECK_OK(kv_close(db));
     char *sig1 = dir_signature(dir);
     if (strcmp(sig0, sig1) != 0)
-        fprintf(stderr, "read-only open changed the directory:\nbefore:\n%safter:\n%s", sig0,
-                sig1);
+        fprintf(stderr, "read-only open changed the directory:\nbefore:\n%safter:\n%s", sig0, sig1);
     CHECK(strcmp(sig0, sig1) == 0);
     free(sig0);
     free(sig1);
@@ -375,8 +374,10 @@ static void test_lock(void)
     kv_db *db = NULL;
     int code = fork_open_probe(dir, &db, 1);
     if (code != 1)
-        fprintf(stderr, "second open from another process: child code %d (0=opened, 2=other "
-                        "error), want -EBUSY\n", code);
+        fprintf(stderr,
+                "second open from another process: child code %d (0=opened, 2=other "
+                "error), want -EBUSY\n",
+                code);
     CHECK(code == 1);
     put_s(db, "x", "y");
     CHECK_OK(kv_close(db));
@@ -503,8 +504,8 @@ static void test_binary_keys(const char *dir)
     static const struct {
         const char *k;
         size_t n;
-    } keys[] = {{"\0", 1}, {"\0\0", 2}, {"a", 1}, {"a\0", 2}, {"a\0\0", 3}, {"a\0b", 3},
-                {"\xff", 1}, {"\xff\0", 2}};
+    } keys[] = {{"\0", 1},    {"\0\0", 2}, {"a", 1},    {"a\0", 2},
+                {"a\0\0", 3}, {"a\0b", 3}, {"\xff", 1}, {"\xff\0", 2}};
     size_t nk = sizeof keys / sizeof keys[0];
     for (size_t i = 0; i < nk; i++) {
         char v[32];
@@ -737,8 +738,8 @@ static void test_ttl(kv_db *db)
 
 /* -------------------------------------------------------------- iterators ---- */
 
-static const char *const iter_keys[] = {"a", "a\0", "a\0\0", "a\0b", "ab", "abc", "abd",
-                                        "b", "b\x01", "ba", "c", "cz", "\xff", "\xff\xff"};
+static const char *const iter_keys[] = {"a", "a\0",   "a\0\0", "a\0b", "ab", "abc",  "abd",
+                                        "b", "b\x01", "ba",    "c",    "cz", "\xff", "\xff\xff"};
 static const size_t iter_klen[] = {1, 2, 3, 3, 2, 3, 3, 1, 2, 2, 1, 2, 1, 2};
 #define NITER_KEYS (sizeof iter_klen / sizeof iter_klen[0])
 
@@ -816,8 +817,8 @@ static void check_iter_bounds(kv_db *db, const kv_iter_opts *io, const int *pres
     /* seek to every candidate key (present or not), then step both ways */
     for (size_t s = 0; s < NITER_KEYS; s++) {
         int j = 0;
-        while (j < n && cmp_bytes(iter_keys[exp[j]], iter_klen[exp[j]], iter_keys[s],
-                                  iter_klen[s]) < 0)
+        while (j < n &&
+               cmp_bytes(iter_keys[exp[j]], iter_klen[exp[j]], iter_keys[s], iter_klen[s]) < 0)
             j++;
         kv_iter_seek(it, iter_keys[s], iter_klen[s]);
         check_at(it, j < n ? exp[j] : -1, "seek");
@@ -852,20 +853,15 @@ static void iter_bound_cases(kv_db *db, const int *present, const kv_readopts *r
         const char *lo, *hi, *pre;
         size_t lol, hil, prel;
     } cases[] = {
-        {NULL, NULL, NULL, 0, 0, 0},
-        {"a\0", NULL, NULL, 2, 0, 0},
-        {NULL, "ab", NULL, 0, 2, 0},
-        {"a\0", "ab", NULL, 2, 2, 0},
-        {"a\0a", "b\x01", NULL, 3, 2, 0},
-        {"abc", "abc", NULL, 3, 3, 0},     /* empty range */
-        {"zz", NULL, NULL, 2, 0, 0},       /* nothing at or above */
-        {NULL, NULL, "a", 0, 0, 1},
-        {NULL, NULL, "a\0", 0, 0, 2},
-        {NULL, NULL, "ab", 0, 0, 2},
-        {NULL, NULL, "b", 0, 0, 1},
-        {NULL, NULL, "\xff", 0, 0, 1},     /* prefix with no successor byte */
-        {NULL, NULL, "q", 0, 0, 1},        /* prefix matching nothing */
-        {"a\0\0", "abd", "a", 3, 3, 1},    /* prefix and range together */
+        {NULL, NULL, NULL, 0, 0, 0},      {"a\0", NULL, NULL, 2, 0, 0},
+        {NULL, "ab", NULL, 0, 2, 0},      {"a\0", "ab", NULL, 2, 2, 0},
+        {"a\0a", "b\x01", NULL, 3, 2, 0}, {"abc", "abc", NULL, 3, 3, 0}, /* empty range */
+        {"zz", NULL, NULL, 2, 0, 0},                                     /* nothing at or above */
+        {NULL, NULL, "a", 0, 0, 1},       {NULL, NULL, "a\0", 0, 0, 2},
+        {NULL, NULL, "ab", 0, 0, 2},      {NULL, NULL, "b", 0, 0, 1},
+        {NULL, NULL, "\xff", 0, 0, 1},  /* prefix with no successor byte */
+        {NULL, NULL, "q", 0, 0, 1},     /* prefix matching nothing */
+        {"a\0\0", "abd", "a", 3, 3, 1}, /* prefix and range together */
         {"0", "zz", "c", 1, 2, 1},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
@@ -1176,7 +1172,6 @@ static void test_history_and_time(const char *dir)
 
 /* ---------------------------------------------- maintenance, stats, checkpoint ---- */
 
-
 #define NMAINT 2000 /* 2000 * ~210 bytes: several memtables of 256 KiB */
 
 static void test_maintenance(const char *dir, const char *cpdir)
@@ -1296,8 +1291,9 @@ static void test_memtable_budget(const char *dir)
     kv_stats st;
     CHECK_OK(kv_get_stats(db, &st));
     if (st.flushes != 0 || st.write_stalls != 0)
-        fprintf(stderr, "200 puts of ~110 bytes with memtable_bytes = 256 KiB: %" PRIu64
-                        " flushes, %" PRIu64 " write stalls, memtable_bytes stat %" PRIu64 "\n",
+        fprintf(stderr,
+                "200 puts of ~110 bytes with memtable_bytes = 256 KiB: %" PRIu64
+                " flushes, %" PRIu64 " write stalls, memtable_bytes stat %" PRIu64 "\n",
                 st.flushes, st.write_stalls, st.memtable_bytes);
     CHECK(st.flushes == 0);
     CHECK(st.write_stalls == 0);

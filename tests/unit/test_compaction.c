@@ -67,8 +67,7 @@ static uint64_t add_table(vset *vs, int level, const ent *es, size_t n)
         char key[32];
         uint8_t val[64];
         size_t klen = key_str(key, es[i].key), vlen = stored_value(&es[i], val);
-        CHECK_OK(mem_add(m, es[i].seq, es[i].type, kv_slice_of(key, klen),
-                         kv_slice_of(val, vlen)));
+        CHECK_OK(mem_add(m, es[i].seq, es[i].type, kv_slice_of(key, klen), kv_slice_of(val, vlen)));
     }
     uint64_t number = vset_new_file_number(vs);
     iter *it = mem_iter_new(m);
@@ -418,8 +417,8 @@ static void test_l0_closure_and_levels(void)
     opts_default(&o, 1 << 20);
     vset *vs;
     CHECK_OK(vset_open(dir, &o, NULL, &vs));
-    ent a[] = {mk(0, 1), mk(20, 2)};  /* [0, 20]  */
-    ent b[] = {mk(15, 3), mk(40, 4)}; /* [15, 40] overlaps a */
+    ent a[] = {mk(0, 1), mk(20, 2)};   /* [0, 20]  */
+    ent b[] = {mk(15, 3), mk(40, 4)};  /* [15, 40] overlaps a */
     ent c3[] = {mk(60, 5), mk(70, 6)}; /* [60, 70] alone */
     ent d[] = {mk(35, 7), mk(50, 8)};  /* [35, 50] overlaps b only */
     add_table(vs, 0, a, 2);

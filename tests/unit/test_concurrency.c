@@ -53,12 +53,12 @@ typedef struct writer {
 
 static writer writers[NWRITERS];
 
-#define TFAIL(...)                                                                         \
-    do {                                                                                   \
-        fprintf(stderr, "test_concurrency: " __VA_ARGS__);                                 \
-        fprintf(stderr, " (seed %" PRIu64 ")\n", tu_seed);                                 \
-        atomic_store(&failed, 1);                                                          \
-        atomic_store(&stop, 1);                                                            \
+#define TFAIL(...)                                                                                 \
+    do {                                                                                           \
+        fprintf(stderr, "test_concurrency: " __VA_ARGS__);                                         \
+        fprintf(stderr, " (seed %" PRIu64 ")\n", tu_seed);                                         \
+        atomic_store(&failed, 1);                                                                  \
+        atomic_store(&stop, 1);                                                                    \
     } while (0)
 
 static uint64_t rng_next(uint64_t *s)
@@ -80,8 +80,9 @@ static uint64_t mix(uint64_t x)
 /* value := "<tag>:<ver>|" + padding derived from (tag, ver); length derived too. */
 static size_t make_value(const char *tag, uint32_t ver, uint8_t *out)
 {
-    uint64_t h = mix((uint64_t)ver * 1000003u ^ (uint64_t)strlen(tag) ^ (uint64_t)(uint8_t)tag[1] << 32 ^
-                     (uint64_t)(uint8_t)tag[strlen(tag) - 1] << 40);
+    uint64_t h =
+        mix((uint64_t)ver * 1000003u ^ (uint64_t)strlen(tag) ^ (uint64_t)(uint8_t)tag[1] << 32 ^
+            (uint64_t)(uint8_t)tag[strlen(tag) - 1] << 40);
     int n = snprintf((char *)out, 64, "%s:%u|", tag, ver);
     size_t len = (size_t)n + (size_t)(h % 600);
     for (size_t i = (size_t)n; i < len; i++)
@@ -162,8 +163,8 @@ static void writer_single(writer *wr, kv_batch *b)
     size_t gl = 0;
     rc = kv_get(db, NULL, k, strlen(k), &got, &gl, NULL);
     if (del ? rc != -ENOENT : (rc != 0 || check_value(k, got, gl) != (long)ver))
-        TFAIL("writer %d: read-your-write of %s (ver %u, %s): rc %d, got version %ld", wr->id,
-              k, ver, del ? "deleted" : "put", rc, rc == 0 ? check_value(k, got, gl) : -1L);
+        TFAIL("writer %d: read-your-write of %s (ver %u, %s): rc %d, got version %ld", wr->id, k,
+              ver, del ? "deleted" : "put", rc, rc == 0 ? check_value(k, got, gl) : -1L);
     free(got);
 }
 
@@ -247,8 +248,8 @@ static long read_group(const kv_readopts *ro, int w, int g, const char *what)
             if (j == 1)
                 first_seq = info.seq;
             else if (info.seq != first_seq + (uint64_t)(j - 1)) {
-                TFAIL("%s: %s seq %" PRIu64 ", want %" PRIu64 " (batch ops are consecutive)",
-                      what, k, info.seq, first_seq + (uint64_t)(j - 1));
+                TFAIL("%s: %s seq %" PRIu64 ", want %" PRIu64 " (batch ops are consecutive)", what,
+                      k, info.seq, first_seq + (uint64_t)(j - 1));
                 free(v);
                 return -1;
             }
@@ -260,8 +261,8 @@ static long read_group(const kv_readopts *ro, int w, int g, const char *what)
         if (ver == -2)
             ver = this_ver;
         else if (ver != this_ver) {
-            TFAIL("%s: group w%d-g%02d torn: key 1 at version %ld, key %d at version %ld", what,
-                  w, g, ver, j, this_ver);
+            TFAIL("%s: group w%d-g%02d torn: key 1 at version %ld, key %d at version %ld", what, w,
+                  g, ver, j, this_ver);
             return -1;
         }
     }
@@ -292,8 +293,8 @@ static void reader_snapshot_round(reader *rd)
         }
         uint32_t issued = (uint32_t)atomic_load(&writers[w].group_issued[g]);
         if ((uint32_t)ver > issued) {
-            TFAIL("reader %d: group w%d-g%02d at version %ld never written (issued %u)", rd->id,
-                  w, g, ver, issued);
+            TFAIL("reader %d: group w%d-g%02d at version %ld never written (issued %u)", rd->id, w,
+                  g, ver, issued);
             break;
         }
         rd->last_seen[w][g] = (uint32_t)ver;
@@ -344,8 +345,8 @@ static void reader_snapshot_round(reader *rd)
             break;
         }
         if (gver[g] >= 0 && gver[g] != ver) {
-            TFAIL("reader %d: iterator at snapshot sees group w%d-g%02d torn (%ld vs %ld)",
-                  rd->id, w, g, gver[g], ver);
+            TFAIL("reader %d: iterator at snapshot sees group w%d-g%02d torn (%ld vs %ld)", rd->id,
+                  w, g, gver[g], ver);
             break;
         }
         gver[g] = ver;
@@ -416,8 +417,7 @@ static void reader_iter_round(reader *rd)
                 cur_n = 0;
                 cur_ver = ver;
             } else if (ver != cur_ver) {
-                TFAIL("reader %d: scan sees group %s torn (%ld vs %ld)", rd->id, kb, cur_ver,
-                      ver);
+                TFAIL("reader %d: scan sees group %s torn (%ld vs %ld)", rd->id, kb, cur_ver, ver);
                 break;
             }
             cur_n++;
@@ -549,8 +549,9 @@ static void check_ranges(void)
     qsort(all, n, sizeof *all, range_cmp);
     for (size_t i = 1; i < n; i++) {
         if (all[i][0] <= all[i - 1][1])
-            fprintf(stderr, "kv_write sequence ranges overlap: [%" PRIu64 ",%" PRIu64
-                            "] and [%" PRIu64 ",%" PRIu64 "]\n",
+            fprintf(stderr,
+                    "kv_write sequence ranges overlap: [%" PRIu64 ",%" PRIu64 "] and [%" PRIu64
+                    ",%" PRIu64 "]\n",
                     all[i - 1][0], all[i - 1][1], all[i][0], all[i][1]);
         CHECK(all[i][0] > all[i - 1][1]);
     }

@@ -33,13 +33,13 @@
 #include <signal.h>
 #include <sys/stat.h>
 
-#define NK 500      /* key universe: "c00000" .. */
-#define NWAL 250    /* records in the WAL */
+#define NK 500   /* key universe: "c00000" .. */
+#define NWAL 250 /* records in the WAL */
 #define WAL_VLEN 200
 #define ST_ABSENT (-1)
 
-static int st_sst[NK];     /* value version per key after the SST phases, or ST_ABSENT */
-static int wal_key[NWAL];  /* key written by WAL record w (value version 1000 + w) */
+static int st_sst[NK];    /* value version per key after the SST phases, or ST_ABSENT */
+static int wal_key[NWAL]; /* key written by WAL record w (value version 1000 + w) */
 static uint8_t *vbuf;
 static char base[600], trial_dir[700];
 static char trial_desc[600];
@@ -339,16 +339,16 @@ static const target *cur_target;
 static jmp_buf trial_jmp;
 static int in_trial;
 static int trial_failures;
-#define TRIAL_FAIL(...)                                                                     \
-    do {                                                                                    \
-        if (++trial_failures <= 40) {                                                       \
-            fprintf(stderr, "corruption trial [%s]: ", trial_desc);                        \
-            fprintf(stderr, __VA_ARGS__);                                                   \
-            fprintf(stderr, " (seed %" PRIu64 ")\n", tu_seed);                             \
-        }                                                                                   \
-        if (!in_trial)                                                                      \
-            exit(1);                                                                        \
-        longjmp(trial_jmp, 1);                                                              \
+#define TRIAL_FAIL(...)                                                                            \
+    do {                                                                                           \
+        if (++trial_failures <= 40) {                                                              \
+            fprintf(stderr, "corruption trial [%s]: ", trial_desc);                                \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fprintf(stderr, " (seed %" PRIu64 ")\n", tu_seed);                                     \
+        }                                                                                          \
+        if (!in_trial)                                                                             \
+            exit(1);                                                                               \
+        longjmp(trial_jmp, 1);                                                                     \
     } while (0)
 
 /* An error must be -EUCLEAN and name the damaged file. */
@@ -479,8 +479,8 @@ static const char *matches_state(const int *st, const int *got, const int *scan,
             return why;
         }
         if (scan[2 * i] != k || scan[2 * i + 1] != st[k]) {
-            snprintf(why, sizeof why, "scan entry %d is c%05d v%d, want c%05d v%d", i,
-                     scan[2 * i], scan[2 * i + 1], k, st[k]);
+            snprintf(why, sizeof why, "scan entry %d is c%05d v%d, want c%05d v%d", i, scan[2 * i],
+                     scan[2 * i + 1], k, st[k]);
             return why;
         }
         i++;
@@ -598,11 +598,11 @@ static void run_set(const target *t, const char *other_file)
     uint64_t s = t->size;
     int counts[4] = {0, 0, 0, 0}; /* E e c F */
     damage d;
-#define RUN(desc_fmt, ...)                                                                   \
-    do {                                                                                     \
-        snprintf(trial_desc, sizeof trial_desc, "%.200s: " desc_fmt, t->name, __VA_ARGS__);  \
-        char oc = run_trial(t, &d, 1);                                                       \
-        counts[oc == 'E' ? 0 : oc == 'e' ? 1 : oc == 'c' ? 2 : 3]++;                         \
+#define RUN(desc_fmt, ...)                                                                         \
+    do {                                                                                           \
+        snprintf(trial_desc, sizeof trial_desc, "%.200s: " desc_fmt, t->name, __VA_ARGS__);        \
+        char oc = run_trial(t, &d, 1);                                                             \
+        counts[oc == 'E' ? 0 : oc == 'e' ? 1 : oc == 'c' ? 2 : 3]++;                               \
     } while (0)
 
     /* bit flips: the head, the tail (footer / last record), and random offsets */
@@ -770,8 +770,10 @@ int main(void)
             test_salvage(t);
     }
     if (trial_failures) {
-        fprintf(stderr, "test_corruption: %d trials failed (seed %" PRIu64 "); their copies are "
-                        "kept next to %s\n", trial_failures, tu_seed, base);
+        fprintf(stderr,
+                "test_corruption: %d trials failed (seed %" PRIu64 "); their copies are "
+                "kept next to %s\n",
+                trial_failures, tu_seed, base);
         return 1;
     }
     char root[700];

@@ -87,8 +87,9 @@ static int unit_ops(uint64_t c, op *ops)
         ops[i].key = (int)(r % NKEYS);
         ops[i].del = n == 1 ? (kind >= 6) : ((r >> 20) % 4 == 0);
         uint64_t lr = (r >> 32) % 100;
-        ops[i].len = ops[i].del ? 0 : lr < 95 ? 10 + (uint32_t)((r >> 40) % 300)
-                                               : 5000 + (uint32_t)((r >> 40) % 25000);
+        ops[i].len = ops[i].del ? 0
+                     : lr < 95  ? 10 + (uint32_t)((r >> 40) % 300)
+                                : 5000 + (uint32_t)((r >> 40) % 25000);
     }
     return n;
 }
@@ -326,8 +327,8 @@ int main(void)
         int st = 0;
         CHECK(waitpid(pid, &st, 0) == pid);
         if (!(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL))
-            fprintf(stderr, "cycle %d: child ended by itself (status 0x%x) before the kill\n",
-                    cyc, st);
+            fprintf(stderr, "cycle %d: child ended by itself (status 0x%x) before the kill\n", cyc,
+                    st);
         CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
         uint64_t acked = next - 1, c;
         ssize_t got;
@@ -354,8 +355,9 @@ int main(void)
         kv_db *db = NULL;
         int rc = kv_open(dir, &o, &db);
         if (rc)
-            fprintf(stderr, "cycle %d (kill after %u ms, %zu acks, last unit %" PRIu64
-                            "): reopen failed: %d %s\n",
+            fprintf(stderr,
+                    "cycle %d (kill after %u ms, %zu acks, last unit %" PRIu64
+                    "): reopen failed: %d %s\n",
                     cyc, delay, nacks, acked, rc, kv_last_error());
         CHECK_OK(rc);
         if (store_matches(db, a) == 0) {

@@ -110,9 +110,8 @@ static void vec_destroy(iter *it)
     free(v);
 }
 
-static const iter_ops vec_ops = {vec_valid, vec_seek_first, vec_seek_last, vec_seek, vec_next,
-                                 vec_prev,  vec_key,        vec_value,     vec_status,
-                                 vec_destroy};
+static const iter_ops vec_ops = {vec_valid, vec_seek_first, vec_seek_last, vec_seek,   vec_next,
+                                 vec_prev,  vec_key,        vec_value,     vec_status, vec_destroy};
 
 static iter *vec_new(const kv_slice *keys, size_t n, int fail_after)
 {
@@ -188,7 +187,8 @@ static ref_entry *fill(memtable **mem, size_t nchild, size_t per_child, size_t *
         unsigned type = (unsigned)tu_rand_below(3);
         size_t copies = tu_rand_below(20) == 0 ? 2 : 1;
         size_t child = tu_rand_below(nchild);
-        for (size_t c = 0; c < copies; c++, child = (child + 1 + tu_rand_below(nchild - 1)) % nchild) {
+        for (size_t c = 0; c < copies;
+             c++, child = (child + 1 + tu_rand_below(nchild - 1)) % nchild) {
             ref_entry *e = &r[n++];
             e->child = child;
             uint8_t v[16];

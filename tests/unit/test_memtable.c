@@ -201,8 +201,7 @@ static void check_get(memtable *m, const ref_entry *r, size_t n, size_t ki, uint
     size_t want = n;
     if (brute) {
         for (size_t i = 0; i < n; i++)
-            if (r[i].ukey_idx == ki && r[i].seq <= max_seq &&
-                (want == n || r[i].seq > r[want].seq))
+            if (r[i].ukey_idx == ki && r[i].seq <= max_seq && (want == n || r[i].seq > r[want].seq))
                 want = i;
     } else {
         kv_buf t = {0};

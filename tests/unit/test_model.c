@@ -48,7 +48,7 @@ typedef struct mkey {
 } mkey;
 
 static mkey keys[NKEYS];
-static int order[NKEYS]; /* key ids in key order */
+static int order[NKEYS];  /* key ids in key order */
 static uint64_t last_seq; /* model: newest sequence assigned */
 static uint64_t ctl_now;  /* controlled clock used for expiry judgements */
 static uint64_t next_vid = 1;
@@ -74,7 +74,8 @@ static kv_db *db;
 static char dir[600];
 static kv_options opts;
 
-#define FAIL_CTX() fprintf(stderr, "model test: op #%ld (%s), seed %" PRIu64 "\n", op_no, op_name, tu_seed)
+#define FAIL_CTX()                                                                                 \
+    fprintf(stderr, "model test: op #%ld (%s), seed %" PRIu64 "\n", op_no, op_name, tu_seed)
 
 /* ------------------------------------------------------------ model helpers ---- */
 
@@ -197,8 +198,8 @@ static void check_value(int kid, const mver *v, const void *got, size_t glen, co
 {
     if (glen != v->len) {
         FAIL_CTX();
-        fprintf(stderr, "%s: key #%d value length %zu, want %u (version seq %" PRIu64 ")\n",
-                what, kid, glen, v->len, v->seq);
+        fprintf(stderr, "%s: key #%d value length %zu, want %u (version seq %" PRIu64 ")\n", what,
+                kid, glen, v->len, v->seq);
     }
     CHECK(glen == v->len);
     gen_value(kid, v->vid, v->len, vbuf);
@@ -221,8 +222,9 @@ static void check_get(int kid, const kv_readopts *ro, uint64_t mseq, const char 
     if (!want) {
         if (rc != -ENOENT) {
             FAIL_CTX();
-            fprintf(stderr, "%s: key #%d at seq %" PRIu64 " time %" PRIu64
-                            ": want -ENOENT, got %d (%s), info.seq %" PRIu64 "\n",
+            fprintf(stderr,
+                    "%s: key #%d at seq %" PRIu64 " time %" PRIu64
+                    ": want -ENOENT, got %d (%s), info.seq %" PRIu64 "\n",
                     what, kid, mseq, ro->time_ms, rc, rc < 0 ? kv_last_error() : "",
                     rc == 0 ? info.seq : 0);
         }
@@ -231,15 +233,17 @@ static void check_get(int kid, const kv_readopts *ro, uint64_t mseq, const char 
     }
     if (rc != 0) {
         FAIL_CTX();
-        fprintf(stderr, "%s: key #%d at seq %" PRIu64 " time %" PRIu64
-                        ": want version seq %" PRIu64 ", got %d\n",
+        fprintf(stderr,
+                "%s: key #%d at seq %" PRIu64 " time %" PRIu64 ": want version seq %" PRIu64
+                ", got %d\n",
                 what, kid, mseq, ro->time_ms, want->seq, rc);
     }
     CHECK_OK(rc);
     if (info.seq != want->seq || info.expire_at_ms != want->expire || info.value_len != vl) {
         FAIL_CTX();
-        fprintf(stderr, "%s: key #%d: info seq %" PRIu64 " expire %" PRIu64 " len %zu, want seq %" PRIu64
-                        " expire %" PRIu64 " len %u\n",
+        fprintf(stderr,
+                "%s: key #%d: info seq %" PRIu64 " expire %" PRIu64 " len %zu, want seq %" PRIu64
+                " expire %" PRIu64 " len %u\n",
                 what, kid, info.seq, info.expire_at_ms, info.value_len, want->seq, want->expire,
                 want->len);
     }
@@ -423,8 +427,9 @@ static void check_history(int kid)
         if (vs[i].seq != w->seq || vs[i].deleted != (w->kind == V_DEL) ||
             vs[i].size != (w->kind == V_DEL ? 0 : w->len) || vs[i].expire_at_ms != w->expire) {
             FAIL_CTX();
-            fprintf(stderr, "kv_history key #%d entry %zu: seq %" PRIu64 " del %d size %" PRIu64
-                            " exp %" PRIu64 "; want seq %" PRIu64 " del %d size %u exp %" PRIu64 "\n",
+            fprintf(stderr,
+                    "kv_history key #%d entry %zu: seq %" PRIu64 " del %d size %" PRIu64
+                    " exp %" PRIu64 "; want seq %" PRIu64 " del %d size %u exp %" PRIu64 "\n",
                     kid, i, vs[i].seq, vs[i].deleted, vs[i].size, vs[i].expire_at_ms, w->seq,
                     w->kind == V_DEL, w->len, w->expire);
         }
@@ -539,8 +544,9 @@ static void op_batch(void)
     /* the batch's ops get seq-n+1 .. seq, all after every earlier write */
     if (seq < (uint64_t)n || seq - (uint64_t)n + 1 <= last_seq || kv_last_seq(db) != seq) {
         FAIL_CTX();
-        fprintf(stderr, "kv_write of %d ops returned seq %" PRIu64 " (kv_last_seq %" PRIu64
-                        "), previous last seq %" PRIu64 "\n",
+        fprintf(stderr,
+                "kv_write of %d ops returned seq %" PRIu64 " (kv_last_seq %" PRIu64
+                "), previous last seq %" PRIu64 "\n",
                 n, seq, kv_last_seq(db), last_seq);
     }
     CHECK(seq >= (uint64_t)n && seq - (uint64_t)n + 1 > last_seq);

@@ -282,8 +282,13 @@ static void test_torn_tail_and_corruption(void)
     char cur[PATH_MAX], tmpc[PATH_MAX];
     snprintf(cur, sizeof cur, "%s/CURRENT", dir);
     snprintf(tmpc, sizeof tmpc, "%s/CURRENT.x", dir);
-    const char *bad[] = {"", "MANIFEST-\n", "MANIFEST-000002", "MANIFEST-00x002\n",
-                         "manifest-000002\n", "MANIFEST-000002\n\n", "MANIFEST-000002 \n"};
+    const char *bad[] = {"",
+                         "MANIFEST-\n",
+                         "MANIFEST-000002",
+                         "MANIFEST-00x002\n",
+                         "manifest-000002\n",
+                         "MANIFEST-000002\n\n",
+                         "MANIFEST-000002 \n"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         CHECK_OK(kvio_replace_atomic(dir, cur, tmpc, bad[i], strlen(bad[i])));
         CHECK_RC(vs_open_rc(dir, &o), -EUCLEAN);
@@ -535,9 +540,9 @@ static void test_get_and_iters(void)
     for (int k = 0; k < 320; k++) {
         char key[32];
         key_of(key, sizeof key, k);
-        uint64_t base = k >= 300            ? 0
-                        : k >= 100 && k < 110 ? 20000
-                        : k >= 50 && k < 120  ? 9000
+        uint64_t base = k >= 300                           ? 0
+                        : k >= 100 && k < 110              ? 20000
+                        : k >= 50 && k < 120               ? 9000
                         : k < 150 || (k >= 200 && k < 260) ? 5000
                                                            : 1000;
         uint64_t seq;
@@ -611,14 +616,13 @@ static void test_get_and_iters(void)
         cnt++;
     CHECK(cnt == 300 + 210 + 70 + 10);
     iter_destroy(m);
-    CHECK(version_level_bytes(v, 1) == v->files[1][0]->file_bytes + v->files[1][1]->file_bytes +
-                                           v->files[1][2]->file_bytes);
+    CHECK(version_level_bytes(v, 1) ==
+          v->files[1][0]->file_bytes + v->files[1][1]->file_bytes + v->files[1][2]->file_bytes);
     version_unref(v);
     /* an overlapping file in a level >= 1 is refused */
     memtable *mt = mem_new();
     key_of(key, sizeof key, 120);
-    CHECK_OK(mem_add(mt, 30000, KV_TYPE_VALUE, kv_slice_of(key, strlen(key)),
-                     kv_slice_of("x", 1)));
+    CHECK_OK(mem_add(mt, 30000, KV_TYPE_VALUE, kv_slice_of(key, strlen(key)), kv_slice_of("x", 1)));
     uint64_t num = vset_new_file_number(vs);
     iter *it = mem_iter_new(mt);
     sst_props props;
@@ -737,8 +741,8 @@ static void test_timemap(void)
     CHECK(vs->nsamples == 3);
     struct {
         uint64_t t, want;
-    } at[] = {{9999, 0}, {10000, 8}, {10999, 8}, {11500, 8}, {12000, 15},
-              {14999, 15}, {15000, 20}, {99000, 20}};
+    } at[] = {{9999, 0},   {10000, 8},  {10999, 8},  {11500, 8},
+              {12000, 15}, {14999, 15}, {15000, 20}, {99000, 20}};
     for (size_t i = 0; i < sizeof at / sizeof at[0]; i++) {
         CHECK_OK(vset_seq_at_time(vs, at[i].t, &seq));
         CHECK(seq == at[i].want);

@@ -19,27 +19,27 @@
 static uint64_t tu_seed;
 static int tu_checks;
 
-#define CHECK(cond)                                                                        \
-    do {                                                                                   \
-        tu_checks++;                                                                       \
-        if (!(cond)) {                                                                     \
-            fprintf(stderr, "%s:%d: CHECK failed: %s (seed %" PRIu64 ")\n", __FILE__,     \
-                    __LINE__, #cond, tu_seed);                                             \
-            exit(1);                                                                       \
-        }                                                                                  \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        tu_checks++;                                                                               \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: CHECK failed: %s (seed %" PRIu64 ")\n", __FILE__, __LINE__,    \
+                    #cond, tu_seed);                                                               \
+            exit(1);                                                                               \
+        }                                                                                          \
     } while (0)
 
 /* Checks that an int-returning call gives want; prints both and kv_last_error() if not. */
-#define CHECK_RC(call, want)                                                               \
-    do {                                                                                   \
-        long long tu_rc = (long long)(call);                                               \
-        tu_checks++;                                                                       \
-        if (tu_rc != (long long)(want)) {                                                  \
-            fprintf(stderr, "%s:%d: %s returned %lld, want %lld (%s) (seed %" PRIu64 ")\n", \
-                    __FILE__, __LINE__, #call, tu_rc, (long long)(want), kv_last_error(),  \
-                    tu_seed);                                                              \
-            exit(1);                                                                       \
-        }                                                                                  \
+#define CHECK_RC(call, want)                                                                       \
+    do {                                                                                           \
+        long long tu_rc = (long long)(call);                                                       \
+        tu_checks++;                                                                               \
+        if (tu_rc != (long long)(want)) {                                                          \
+            fprintf(stderr, "%s:%d: %s returned %lld, want %lld (%s) (seed %" PRIu64 ")\n",        \
+                    __FILE__, __LINE__, #call, tu_rc, (long long)(want), kv_last_error(),          \
+                    tu_seed);                                                                      \
+            exit(1);                                                                               \
+        }                                                                                          \
     } while (0)
 #define CHECK_OK(call) CHECK_RC(call, 0)
 
@@ -87,10 +87,10 @@ static inline uint64_t tu_rand_below(uint64_t n)
 }
 
 /* The plain closing line CI reads. */
-#define TU_DONE(name)                                                                      \
-    do {                                                                                   \
-        printf("%s: %d checks passed, 0 failed\n", name, tu_checks);                       \
-        return 0;                                                                          \
+#define TU_DONE(name)                                                                              \
+    do {                                                                                           \
+        printf("%s: %d checks passed, 0 failed\n", name, tu_checks);                               \
+        return 0;                                                                                  \
     } while (0)
 
 #endif
