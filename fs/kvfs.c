@@ -50,12 +50,22 @@ static void kvfs_msg(const char *fmt, ...)
         syslog(LOG_ERR, "%s", line);
 }
 
+void kvfs_log(const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    kvfs_msg("%s", line);
+}
+
 int kvfs_fail(const char *op, int rc)
 {
     switch (rc) {
     case 0: case -ENOENT: case -EEXIST: case -ENOTDIR: case -EISDIR: case -ENOTEMPTY:
     case -ENAMETOOLONG: case -EINVAL: case -ENODATA: case -ENOTSUP: case -ERANGE:
-    case -EPERM: case -EXDEV: case -EFBIG: case -ELOOP:
+    case -EPERM: case -EXDEV: case -EFBIG: case -ELOOP: case -EROFS: case -EMFILE:
         return rc;
     default:
         break;
@@ -167,7 +177,8 @@ void kvfs_maybe_purge_locked(kvfs *fs, uint64_t ino)
     layout_inode in;
     if (fs->read_only || kvfs_itab_busy(fs, ino))
         return;
-    if (layout_inode_get(fs->lfs, ino, &in) == 0 && in.nlink == 0) {
+    /* _any: an expired file the reaper unlinked is purged too (its record is hidden) */
+    if (layout_inode_get_any(fs->lfs, ino, &in) == 0 && in.nlink == 0) {
         int rc = layout_purge(fs->lfs, ino);
         if (rc < 0) /* the 'O' key stays: the next mount retries */
             kvfs_fail("purge", rc);
@@ -198,6 +209,8 @@ static void itab_free(kvfs *fs)
 
 typedef struct kvfs_opts {
     char *data;
+    char *history;
+    char *snapdir;
     int ro;
 } kvfs_opts;
 
@@ -205,6 +218,8 @@ enum { KVFS_KEY_RO };
 
 static const struct fuse_opt kvfs_opt_spec[] = {
     {"data=%s", offsetof(kvfs_opts, data), 0},
+    {"history=%s", offsetof(kvfs_opts, history), 0},
+    {"snapdir=%s", offsetof(kvfs_opts, snapdir), 0},
     FUSE_OPT_KEY("ro", KVFS_KEY_RO),
     FUSE_OPT_END,
 };
@@ -226,6 +241,11 @@ static void kvfs_usage(const char *prog)
            "    -o data=DIR            data directory of the store (default: /var/lib/kvfs\n"
            "                           for root, else $XDG_DATA_HOME/kvfs, created on use)\n"
            "    -o ro                  mount read-only\n"
+           "    -o history=DURATION    keep every version younger than DURATION for time\n"
+           "                           travel (.snapshots/@TIME): 30s, 15m, 24h, 7d, 0 = none\n"
+           "                           (default 1h)\n"
+           "    -o snapdir=visible     list .snapshots in the root (default: hidden, but\n"
+           "                           reachable by name)\n"
            "    -f                     stay in the foreground\n"
            "    -d                     debug output (implies -f)\n"
            "    -o allow_other         let every user access the mount (permission checks\n"
@@ -236,6 +256,37 @@ static void kvfs_usage(const char *prog)
            prog);
     fuse_cmdline_help();
     fuse_lowlevel_help();
+}
+
+/* "30s", "15m", "24h", "7d", "500ms", "90" (seconds). OUT: *ms. */
+static int parse_duration(const char *s, uint64_t *ms)
+{
+    char *end;
+    if (!s || *s < '0' || *s > '9')
+        return -EINVAL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    uint64_t mul;
+    if (errno)
+        return -EINVAL;
+    if (strcmp(end, "ms") == 0)
+        mul = 1;
+    else if (*end == '\0' || strcmp(end, "s") == 0)
+        mul = 1000;
+    else if (strcmp(end, "m") == 0)
+        mul = 60000;
+    else if (strcmp(end, "h") == 0)
+        mul = 3600000;
+    else if (strcmp(end, "d") == 0)
+        mul = 86400000;
+    else if (strcmp(end, "w") == 0)
+        mul = 604800000;
+    else
+        return -EINVAL;
+    if (v > UINT64_MAX / 2 / mul)
+        return -EINVAL;
+    *ms = v * mul;
+    return 0;
 }
 
 /* The default data directory (malloc'd). */
@@ -393,6 +444,7 @@ static int open_store(kvfs *fs)
     kv_options_init(&o);
     o.read_only = fs->read_only;
     o.create_if_missing = !fs->read_only;
+    o.history_ms = fs->read_only ? KV_HISTORY_STORED : fs->history_ms;
     int rc = kv_open(fs->data_dir, &o, &fs->db);
     if (rc == -EBUSY) {
         kvfs_msg("data directory %s is in use by another process", fs->data_dir);
@@ -467,6 +519,10 @@ static int kvfs_serve(kvfs *fs, struct fuse_args *args, const struct fuse_cmdlin
     mounted = 1;
     if (ctl_server_start(fs) < 0)
         goto out;
+    if (kvfs_reaper_start(fs) < 0) {
+        kvfs_msg("cannot start the expiry reaper");
+        goto out;
+    }
     daemon_ready(ready_fd, 0);
     ready_fd = -1;
     int lrc = run_loop(fs, opts);
@@ -474,12 +530,14 @@ static int kvfs_serve(kvfs *fs, struct fuse_args *args, const struct fuse_cmdlin
     status = (lrc == 0 || lrc == SIGTERM || lrc == SIGINT || lrc == SIGHUP) ? 0 : 1;
     ctl_server_stop(fs);
 out:
+    kvfs_reaper_stop(fs);
     if (mounted)
         fuse_session_unmount(fs->se);
     if (handlers)
         fuse_remove_signal_handlers(fs->se);
     if (fs->se)
         fuse_session_destroy(fs->se);
+    kvfs_views_release(fs);
     close_store(fs);
     daemon_ready(ready_fd, status);
     return status;
@@ -507,16 +565,30 @@ static int kvfs_setup(kvfs *fs, const kvfs_opts *ko)
     free(dir);
     fs->data_dir = strdup(real);
     fs->read_only = ko->ro;
+    fs->history_ms = KVFS_HISTORY_DEFAULT_MS;
+    if (ko->history && parse_duration(ko->history, &fs->history_ms) < 0) {
+        kvfs_msg("-o history=%s: not a duration (examples: 30s, 15m, 24h, 7d)", ko->history);
+        return -1;
+    }
+    if (ko->snapdir && strcmp(ko->snapdir, "visible") != 0 && strcmp(ko->snapdir, "hidden") != 0) {
+        kvfs_msg("-o snapdir=%s: use snapdir=visible or snapdir=hidden", ko->snapdir);
+        return -1;
+    }
+    fs->snapdir_visible = ko->snapdir && strcmp(ko->snapdir, "visible") == 0;
+    fs->views = calloc(KVFS_VIEW_MAX, sizeof(*fs->views));
     fs->ctl_fd = -1;
     fs->ctl_wake[0] = fs->ctl_wake[1] = -1;
     fs->itab_buckets = KVFS_ITAB_BUCKETS;
     fs->itab = calloc(fs->itab_buckets, sizeof(*fs->itab));
-    if (!fs->data_dir || !fs->itab) {
+    if (!fs->data_dir || !fs->itab || !fs->views) {
         kvfs_msg("out of memory");
         return -1;
     }
     pthread_mutex_init(&fs->wmu, NULL);
     pthread_mutex_init(&fs->itab_mu, NULL);
+    pthread_mutex_init(&fs->view_mu, NULL);
+    pthread_mutex_init(&fs->reap_mu, NULL);
+    pthread_cond_init(&fs->reap_cv, NULL);
     return 0;
 }
 
@@ -524,7 +596,7 @@ int main(int argc, char *argv[])
 {
     struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
     struct fuse_cmdline_opts opts;
-    kvfs_opts ko = {NULL, 0};
+    kvfs_opts ko = {NULL, NULL, NULL, 0};
     kvfs fs;
     int status = 1;
     memset(&fs, 0, sizeof(fs));
@@ -565,6 +637,9 @@ out:
     itab_free(&fs);
     free(fs.data_dir);
     free(ko.data);
+    free(ko.history);
+    free(ko.snapdir);
+    free(fs.views);
     free(opts.mountpoint);
     fuse_opt_free_args(&args);
     return status;

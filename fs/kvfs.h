@@ -13,6 +13,9 @@
  *     see part of it, as on ext4.
  *   - fs->itab_mu protects the inode table (kernel lookup counts and open counts). Order:
  *     wmu before itab_mu.
+ *   - fs->view_mu protects the time-travel views (ops_snap.c); fs->reap_mu the reaper's
+ *     wake-up (reaper.c). Neither is held while calling into the engine for long, nor
+ *     while talking to the kernel.
  *   - An inode whose nlink reached 0 is purged (its keys deleted) once the table no longer
  *     holds it (no kernel reference, no open handle); until then its 'O' key marks it, and
  *     orphans left by a crash are swept at mount.
@@ -29,6 +32,28 @@
 #include "layout.h"
 
 #define KVFS_TIMEOUT 1.0 /* entry and attribute cache timeout given to the kernel (s) */
+
+/* FUSE node ids: a live inode's id is its inode number (< 2^40). Nodes under .snapshots
+ * have bit 63 set; bits 40..62 hold the view index (0: the .snapshots directory itself) and
+ * bits 0..39 the inode number inside the view. */
+#define KVFS_SNAP_BIT (1ull << 63)
+#define KVFS_VIEW_SHIFT 40
+#define KVFS_INO_MASK ((1ull << KVFS_VIEW_SHIFT) - 1)
+#define KVFS_VIEW_MAX 4096u
+#define KVFS_SNAPDIR_ID KVFS_SNAP_BIT
+#define KVFS_SNAPDIR_NAME ".snapshots"
+#define KVFS_IS_SNAP(id) (((uint64_t)(id) & KVFS_SNAP_BIT) != 0)
+#define KVFS_HISTORY_DEFAULT_MS 3600000ull /* -o history default: 1h */
+
+/* One open time-travel view: a pinned engine snapshot and the kernel's references into it. */
+typedef struct kvfs_view {
+    int used;
+    int named;                          /* resolved from a named snapshot */
+    char name[KV_SNAPSHOT_NAME_MAX + 2]; /* the .snapshots entry ("" once rmdir'ed) */
+    kv_snapshot *snap;
+    kv_readopts ro;   /* snapshot + TTL time of the view */
+    uint64_t nlookup; /* kernel references to nodes of this view */
+} kvfs_view;
 
 typedef struct kvfs_inode {
     uint64_t ino;
@@ -53,6 +78,17 @@ typedef struct kvfs {
     int ctl_wake[2];
     pthread_t ctl_thread;
     int ctl_running;
+    /* time travel (ops_snap.c) */
+    uint64_t history_ms;
+    int snapdir_visible;
+    pthread_mutex_t view_mu;
+    kvfs_view *views; /* KVFS_VIEW_MAX slots; slot 0 unused */
+    /* expiry reaper (reaper.c) */
+    pthread_mutex_t reap_mu;
+    pthread_cond_t reap_cv;
+    pthread_t reap_thread;
+    int reap_running, reap_stop;
+    uint64_t reap_next_ms; /* earliest expiry the reaper is waiting for */
 } kvfs;
 
 extern const struct fuse_lowlevel_ops kvfs_ops;
@@ -96,6 +132,45 @@ void kvfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t l
 int kvfs_do_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev,
                   const char *link, int nopen, int excl, int *existed,
                   struct fuse_entry_param *e);
+
+/* ---- time travel (ops_snap.c) ---- */
+/* Where node id lives. Returns 0 for a live inode (*ro = NULL), 1 for a node of a view
+ * (*ro = its read options), 2 for the .snapshots directory; -ENOENT for a released view. */
+int kvfs_node(kvfs *fs, uint64_t id, uint64_t *ino, const kv_readopts **ro, unsigned *view);
+uint64_t kvfs_node_id(unsigned view, uint64_t ino);
+/* Lookups that land under .snapshots: parent is the .snapshots dir or a view node. */
+int kvfs_snap_lookup(kvfs *fs, uint64_t parent, const char *name, struct fuse_entry_param *e);
+/* The entry of .snapshots itself (looked up in the root). */
+int kvfs_snapdir_entry(kvfs *fs, struct fuse_entry_param *e);
+void kvfs_snap_forget(kvfs *fs, uint64_t id, uint64_t nlookup);
+int kvfs_snap_mkdir(kvfs *fs, const char *name, struct fuse_entry_param *e);
+int kvfs_snap_rmdir(kvfs *fs, const char *name);
+/* Takes one more kernel reference to a node of a view (readdirplus). */
+void kvfs_view_ref(kvfs *fs, unsigned view);
+void kvfs_views_release(kvfs *fs);
+/* A log line (stderr in the foreground, else syslog). */
+void kvfs_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- kvfs.* extended attributes and expiry (ops_kvx.c) ---- */
+/* 1 if name is one of ours (user.kvfs.*). */
+int kvfs_kvx_is(const char *name);
+/* OUT: *val (malloc'd), *vlen. */
+int kvfs_kvx_get(kvfs *fs, uint64_t ino, const kv_readopts *ro, const char *name, char **val,
+                 size_t *vlen);
+int kvfs_kvx_set(kvfs *fs, uint64_t ino, const char *name, const char *value, size_t size);
+int kvfs_kvx_remove(kvfs *fs, uint64_t ino, const char *name);
+/* The dirent (parent, name) if it names a live (not expired) inode. */
+int kvfs_dirent_live(kvfs *fs, uint64_t parent, const char *name, size_t nlen, uint64_t *ino,
+                     uint32_t *type);
+/* Inodes whose expiry has passed but whose keys the reaper has not removed yet
+ * (sorted; malloc'd). */
+int kvfs_expired_pending(kvfs *fs, uint64_t **inos, size_t *n);
+
+/* ---- expiry reaper (reaper.c) ---- */
+int kvfs_reaper_start(kvfs *fs);
+void kvfs_reaper_stop(kvfs *fs);
+/* Tells the reaper an expiry at expire_at_ms was set (wakes it if that is sooner). */
+void kvfs_reaper_kick(kvfs *fs, uint64_t expire_at_ms);
 
 /* ---- control socket (ctl_server.c) ---- */
 int ctl_server_start(kvfs *fs);

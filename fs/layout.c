@@ -25,6 +25,8 @@
  *   105    12  btime
  *
  * Dirent value: child ino u64 | type u8 (S_IFMT >> 12). Allocator value: u64.
+ * Parent pointer 'P' ino:be64 parent:be64 name and expiry index 'E' expire_ms:be64 ino:be64
+ * both have empty values. Only the inode record carries an engine TTL (I4).
  */
 #include "layout.h"
 
@@ -34,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #define LAYOUT_DEL_BATCH 8192u /* keys deleted per batch while purging */
 
@@ -142,6 +145,25 @@ size_t layout_key_xattr(uint8_t *out, uint64_t ino, const char *name, size_t nle
     return key_named(out, 'X', ino, name, nlen);
 }
 
+size_t layout_key_parent(uint8_t *out, uint64_t ino, uint64_t parent, const char *name,
+                         size_t nlen)
+{
+    if (nlen > LAYOUT_NAME_MAX)
+        nlen = LAYOUT_NAME_MAX;
+    key_ino(out, 'P', ino);
+    put_be64(out + 9, parent);
+    if (nlen)
+        memcpy(out + 17, name, nlen);
+    return 17 + nlen;
+}
+
+size_t layout_key_expiry(uint8_t *out, uint64_t expire_at_ms, uint64_t ino)
+{
+    key_ino(out, 'E', expire_at_ms);
+    put_be64(out + 9, ino);
+    return 17;
+}
+
 size_t layout_key_chunk(uint8_t *out, uint64_t ino, uint64_t idx)
 {
     key_ino(out, 'C', ino);
@@ -248,6 +270,30 @@ int layout_inode_get(layout_fs *fs, uint64_t ino, layout_inode *out)
     return layout_inode_get_at(fs, NULL, ino, out);
 }
 
+int layout_inode_get_any(layout_fs *fs, uint64_t ino, layout_inode *out)
+{
+    kv_readopts ro;
+    memset(&ro, 0, sizeof(ro));
+    ro.time_ms = 1; /* TTL judged at the epoch: an expired record not yet reaped is seen */
+    return layout_inode_get_at(fs, &ro, ino, out);
+}
+
+int layout_expiry_set(kv_batch *b, layout_inode *in, uint64_t expire_at_ms)
+{
+    uint8_t key[LAYOUT_KEY_MAX];
+    int rc = 0;
+    if (in->expire_at_ms == expire_at_ms)
+        return 0;
+    if (in->expire_at_ms)
+        rc = kv_batch_delete(b, key, layout_key_expiry(key, in->expire_at_ms, in->ino));
+    if (rc == 0 && expire_at_ms)
+        rc = kv_batch_put(b, key, layout_key_expiry(key, expire_at_ms, in->ino), "", 0);
+    if (rc < 0)
+        return layout_kverr(rc, "expiry index");
+    in->expire_at_ms = expire_at_ms;
+    return 0;
+}
+
 /* Puts one key of an inode, honouring the inode's TTL (I4). */
 static int put_owned(kv_batch *b, const void *k, size_t kl, const void *v, size_t vl,
                      uint64_t expire_at_ms)
@@ -299,16 +345,22 @@ int layout_dirent_put(kv_batch *b, uint64_t parent, const char *name, size_t nle
     uint8_t key[LAYOUT_KEY_MAX], val[9];
     if (nlen > LAYOUT_NAME_MAX)
         return layout_error(-ENAMETOOLONG, "name of %zu bytes", nlen);
+    (void)expire_at_ms; /* I4: only the inode record carries the TTL */
     put_le64(val, ino);
     val[8] = (uint8_t)((type & S_IFMT) >> 12);
-    return put_owned(b, key, layout_key_dirent(key, parent, name, nlen), val, sizeof(val),
-                     expire_at_ms);
+    int rc = put_owned(b, key, layout_key_dirent(key, parent, name, nlen), val, sizeof(val), 0);
+    if (rc == 0)
+        rc = put_owned(b, key, layout_key_parent(key, ino, parent, name, nlen), "", 0, 0);
+    return rc;
 }
 
-int layout_dirent_del(kv_batch *b, uint64_t parent, const char *name, size_t nlen)
+int layout_dirent_del(kv_batch *b, uint64_t parent, const char *name, size_t nlen,
+                      uint64_t ino)
 {
     uint8_t key[LAYOUT_KEY_MAX];
     int rc = kv_batch_delete(b, key, layout_key_dirent(key, parent, name, nlen));
+    if (rc == 0)
+        rc = kv_batch_delete(b, key, layout_key_parent(key, ino, parent, name, nlen));
     return rc < 0 ? layout_kverr(rc, "batch delete") : 0;
 }
 
@@ -455,8 +507,8 @@ static int chunk_get(layout_fs *fs, const kv_readopts *ro, uint64_t ino, uint64_
     return 0;
 }
 
-static int layout_read_at(layout_fs *fs, const kv_readopts *ro, const layout_inode *in,
-                          void *buf, size_t len, uint64_t off, size_t *got)
+int layout_read_at(layout_fs *fs, const kv_readopts *ro, const layout_inode *in, void *buf,
+                   size_t len, uint64_t off, size_t *got)
 {
     *got = 0;
     if (off >= in->size)
@@ -504,7 +556,7 @@ static int chunk_patch(layout_fs *fs, kv_batch *b, const layout_inode *in, uint6
     uint8_t key[LAYOUT_KEY_MAX];
     size_t klen = layout_key_chunk(key, in->ino, idx);
     if (lo == 0 && hi == LAYOUT_CHUNK && src)
-        return put_owned(b, key, klen, src, LAYOUT_CHUNK, in->expire_at_ms);
+        return put_owned(b, key, klen, src, LAYOUT_CHUNK, 0);
     void *old;
     size_t olen;
     int rc = chunk_get(fs, NULL, in->ino, idx, &old, &olen);
@@ -524,7 +576,7 @@ static int chunk_patch(layout_fs *fs, kv_batch *b, const layout_inode *in, uint6
         memcpy(nb + lo, src, hi - lo);
     else
         memset(nb + lo, 0, hi - lo);
-    rc = put_owned(b, key, klen, nb, nlen, in->expire_at_ms);
+    rc = put_owned(b, key, klen, nb, nlen, 0);
     free(nb);
     free(old);
     return rc;
@@ -604,8 +656,7 @@ int layout_truncate(layout_fs *fs, kv_batch *b, layout_inode *in, uint64_t size)
             if (rc < 0)
                 return rc;
             if (olen > keep)
-                rc = put_owned(b, key, layout_key_chunk(key, in->ino, idx), old, keep,
-                               in->expire_at_ms);
+                rc = put_owned(b, key, layout_key_chunk(key, in->ino, idx), old, keep, 0);
             free(old);
             if (rc < 0)
                 return rc;
@@ -690,15 +741,21 @@ out:
 int layout_purge(layout_fs *fs, uint64_t ino)
 {
     uint8_t pfx[9], key[LAYOUT_KEY_MAX];
+    layout_inode in;
     int rc = delete_prefix(fs, pfx, key_ino(pfx, 'C', ino));
     if (rc == 0)
         rc = delete_prefix(fs, pfx, key_ino(pfx, 'X', ino));
+    if (rc == 0)
+        rc = delete_prefix(fs, pfx, key_ino(pfx, 'P', ino));
     if (rc < 0)
         return rc;
     kv_batch *b = kv_batch_new();
     if (!b)
         return layout_error(-ENOMEM, "out of memory");
-    rc = kv_batch_delete(b, key, layout_key_symlink(key, ino));
+    if (layout_inode_get_any(fs, ino, &in) == 0 && in.expire_at_ms)
+        rc = kv_batch_delete(b, key, layout_key_expiry(key, in.expire_at_ms, ino));
+    if (rc == 0)
+        rc = kv_batch_delete(b, key, layout_key_symlink(key, ino));
     if (rc == 0)
         rc = kv_batch_delete(b, key, layout_key_inode(key, ino));
     if (rc == 0)
@@ -741,7 +798,7 @@ int layout_sweep_orphans(layout_fs *fs)
     kv_iter_free(it);
     for (size_t i = 0; i < n && rc == 0; i++) {
         layout_inode in;
-        int g = layout_inode_get(fs, inos[i], &in);
+        int g = layout_inode_get_any(fs, inos[i], &in);
         if (g == 0 && in.nlink > 0) { /* a stale marker: the inode is linked again */
             uint8_t key[LAYOUT_KEY_MAX];
             g = kv_delete(fs->db, key, layout_key_orphan(key, inos[i]), KV_WRITE_NOSYNC);
@@ -793,7 +850,7 @@ static int path_start(const void *key, size_t klen, const char **p, const char *
 }
 
 /* dirent lookup at a read point. */
-static int dirent_get_at(layout_fs *fs, const kv_readopts *ro, uint64_t parent,
+int layout_dirent_get_at(layout_fs *fs, const kv_readopts *ro, uint64_t parent,
                          const char *name, size_t nlen, uint64_t *ino, uint32_t *type)
 {
     if (!ro)
@@ -810,8 +867,10 @@ static int dirent_get_at(layout_fs *fs, const kv_readopts *ro, uint64_t parent,
         return layout_error(-EUCLEAN, "dirent in directory %llu: %zu-byte value",
                             (unsigned long long)parent, vlen);
     }
-    *ino = get_le64(val);
-    *type = (uint32_t)((uint8_t *)val)[8] << 12;
+    if (ino)
+        *ino = get_le64(val);
+    if (type)
+        *type = (uint32_t)((uint8_t *)val)[8] << 12;
     free(val);
     return 0;
 }
@@ -830,7 +889,7 @@ static int layout_walk_ro(layout_fs *fs, const kv_readopts *ro, const void *key,
         if (type != S_IFDIR)
             return layout_error(-ENOTDIR, "%.*s: a path component is not a directory",
                                 (int)klen, (const char *)key);
-        rc = dirent_get_at(fs, ro, cur, name, nlen, &child, &type);
+        rc = layout_dirent_get_at(fs, ro, cur, name, nlen, &child, &type);
         if (rc == -ENOENT) {
             *last = cur;
             return 0;
@@ -965,7 +1024,7 @@ static int wf_chunks(kv_batch *b, layout_inode *f, const void *val, size_t vlen)
     for (size_t off = 0; off < vlen; off += LAYOUT_CHUNK) {
         size_t n = vlen - off < LAYOUT_CHUNK ? vlen - off : LAYOUT_CHUNK;
         int rc = put_owned(b, key, layout_key_chunk(key, f->ino, off / LAYOUT_CHUNK), src + off,
-                           n, f->expire_at_ms);
+                           n, 0);
         if (rc < 0)
             return rc;
     }
@@ -981,11 +1040,11 @@ static int wf_file(layout_fs *fs, kv_batch *b, wf_dir *d, const char *name, size
     uint64_t ino;
     uint32_t type;
     int rc = layout_dirent_get(fs, d->in.ino, name, nlen, &ino, &type);
+    if (rc == 0 && type != S_IFDIR && (rc = layout_inode_get(fs, ino, &f)) == -ENOENT)
+        rc = -ENOENT; /* the dirent of an expired file: the name is free (I4) */
     if (rc == 0) {
         if (type == S_IFDIR)
             return layout_error(-EISDIR, "%.*s is a directory", (int)nlen, name);
-        if ((rc = layout_inode_get(fs, ino, &f)) < 0)
-            return rc;
         if (!S_ISREG(f.mode))
             return layout_error(-EINVAL, "%.*s is not a regular file", (int)nlen, name);
         if ((rc = layout_truncate(fs, b, &f, 0)) < 0)
@@ -1000,7 +1059,8 @@ static int wf_file(layout_fs *fs, kv_batch *b, wf_dir *d, const char *name, size
     } else {
         return rc;
     }
-    f.expire_at_ms = expire;
+    if ((rc = layout_expiry_set(b, &f, expire)) < 0)
+        return rc;
     f.mtime = f.ctime = *now;
     if ((rc = layout_dirent_put(b, d->in.ino, name, nlen, ino, S_IFREG, expire)) < 0 ||
         (rc = wf_chunks(b, &f, val, vlen)) < 0 || (rc = layout_inode_put(b, &f)) < 0)
@@ -1107,7 +1167,7 @@ int layout_unlink_path(layout_fs *fs, const void *key, size_t klen, uint64_t *in
     cin.ctime = now;
     if (cin.nlink)
         cin.nlink--;
-    rc = layout_dirent_del(b, parent, name, nlen);
+    rc = layout_dirent_del(b, parent, name, nlen, child);
     if (rc == 0)
         rc = layout_inode_put(b, &pin);
     if (rc == 0)
@@ -1241,35 +1301,292 @@ int layout_list_prefix(layout_fs *fs, const void *prefix, size_t plen, layout_li
     return rc;
 }
 
-int layout_history(layout_fs *fs, const void *key, size_t klen, kv_version **list, size_t *n)
+/* Newest-first order of versions. */
+static int version_cmp(const void *a, const void *b)
 {
-    uint64_t ino;
-    layout_inode in;
+    uint64_t x = ((const kv_version *)a)->seq, y = ((const kv_version *)b)->seq;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static int versions_push(kv_version **list, size_t *n, size_t *cap, const kv_version *v)
+{
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 16;
+        kv_version *nl = realloc(*list, nc * sizeof(*nl));
+        if (!nl)
+            return layout_error(-ENOMEM, "out of memory");
+        *list = nl;
+        *cap = nc;
+    }
+    (*list)[(*n)++] = *v;
+    return 0;
+}
+
+/* The ino a dirent version pointed to (0 for a deletion or an unreadable one). */
+static uint64_t dirent_ino_at(layout_fs *fs, const uint8_t *dkey, size_t dkl, uint64_t seq)
+{
+    kv_readopts ro;
+    void *val = NULL;
+    size_t vlen = 0;
+    uint64_t ino = 0;
+    memset(&ro, 0, sizeof(ro));
+    ro.seq = seq;
+    ro.time_ms = 1;
+    if (kv_get(fs->db, &ro, dkey, dkl, &val, &vlen, NULL) == 0 && vlen >= 9)
+        ino = get_le64(val);
+    free(val);
+    return ino;
+}
+
+/* Adds the versions of ino's record made while the name pointed to it (dv: the name's
+ * versions, newest first, with .size holding the ino named, 0 when deleted). */
+static int history_add_ino(layout_fs *fs, uint64_t ino, const kv_version *dv, size_t dn,
+                           int whole, kv_version **out, size_t *n, size_t *cap)
+{
     uint8_t ikey[LAYOUT_KEY_MAX];
-    int rc = layout_resolve(fs, NULL, key, klen, &ino, &in);
-    if (rc < 0)
-        return rc;
-    if (S_ISDIR(in.mode))
-        return layout_error(-EISDIR, "%.*s is a directory", (int)klen, (const char *)key);
-    size_t ikl = layout_key_inode(ikey, ino);
-    rc = kv_history(fs->db, ikey, ikl, list, n);
+    kv_version *iv = NULL;
+    size_t in_n = 0;
+    int rc = kv_history(fs->db, ikey, layout_key_inode(ikey, ino), &iv, &in_n);
     if (rc < 0)
         return layout_kverr(rc, "history");
-    for (size_t i = 0; i < *n; i++) {
-        kv_version *v = &(*list)[i];
+    for (size_t i = 0; i < in_n && rc == 0; i++) {
+        kv_version v = iv[i];
+        size_t k = 0;
+        while (k < dn && dv[k].seq > v.seq)
+            k++;
+        if (v.deleted || (!whole && (k == dn || dv[k].size != ino)))
+            continue;
         kv_readopts ro;
         layout_inode old;
-        if (v->deleted)
-            continue;
         memset(&ro, 0, sizeof(ro));
-        ro.seq = v->seq;
-        if (layout_inode_get_at(fs, &ro, ino, &old) == 0)
-            v->size = old.size;
-        else if (i == 0) /* the latest version may be unreadable by seq without history */
-            v->size = in.size;
-        else
-            v->size = 0;
+        ro.seq = v.seq;
+        ro.time_ms = 1;
+        if (layout_inode_get_at(fs, &ro, ino, &old) < 0)
+            continue; /* no longer readable at that seq: not listed */
+        v.size = S_ISDIR(old.mode) ? 0 : old.size;
+        v.expire_at_ms = old.expire_at_ms;
+        rc = versions_push(out, n, cap, &v);
     }
+    free(iv);
+    return rc;
+}
+
+int layout_history_name(layout_fs *fs, uint64_t parent, const char *name, size_t nlen,
+                        kv_version **list, size_t *n)
+{
+    uint8_t dkey[LAYOUT_KEY_MAX];
+    kv_version *dv = NULL, *out = NULL;
+    size_t dn = 0, on = 0, cap = 0;
+    *list = NULL;
+    *n = 0;
+    size_t dkl = layout_key_dirent(dkey, parent, name, nlen);
+    int rc = kv_history(fs->db, dkey, dkl, &dv, &dn);
+    if (rc < 0)
+        return layout_kverr(rc, "history");
+    for (size_t i = 0; i < dn; i++) /* .size now holds the ino named (0: removed) */
+        dv[i].size = dv[i].deleted ? 0 : dirent_ino_at(fs, dkey, dkl, dv[i].seq);
+    for (size_t i = 0; i < dn && rc == 0; i++) {
+        int seen = 0;
+        if (dv[i].deleted) {
+            kv_version v = dv[i];
+            v.size = 0;
+            v.expire_at_ms = 0;
+            rc = versions_push(&out, &on, &cap, &v);
+            continue;
+        }
+        for (size_t k = 0; k < i; k++)
+            seen |= dv[k].size == dv[i].size;
+        if (!seen && dv[i].size)
+            rc = history_add_ino(fs, dv[i].size, dv, dn, 0, &out, &on, &cap);
+    }
+    free(dv);
+    if (rc < 0) {
+        free(out);
+        return rc;
+    }
+    qsort(out, on, sizeof(*out), version_cmp);
+    *list = out;
+    *n = on;
+    return 0;
+}
+
+int layout_history_ino(layout_fs *fs, uint64_t ino, kv_version **list, size_t *n)
+{
+    layout_link *links = NULL;
+    size_t ln = 0, cap = 0;
+    *list = NULL;
+    *n = 0;
+    int rc = ino == LAYOUT_ROOT_INO ? 0 : layout_links(fs, ino, &links, &ln);
+    if (rc == 0 && ln > 0)
+        rc = layout_history_name(fs, links[0].parent, links[0].name, links[0].nlen, list, n);
+    else if (rc == 0)
+        rc = history_add_ino(fs, ino, NULL, 0, 1, list, n, &cap);
+    free(links);
+    if (rc == 0)
+        qsort(*list, *n, sizeof(**list), version_cmp);
+    return rc;
+}
+
+int layout_history(layout_fs *fs, const void *key, size_t klen, kv_version **list, size_t *n)
+{
+    const char *k = key;
+    layout_inode in;
+    uint64_t parent;
+    const char *name;
+    size_t nlen;
+    *list = NULL;
+    *n = 0;
+    /* kvfsctl's contract: the key must be a live regular file (a removed one is ENOENT) */
+    int rc = layout_resolve(fs, NULL, key, klen, NULL, &in);
+    if (rc == 0 && S_ISDIR(in.mode))
+        rc = layout_error(-EISDIR, "%.*s is a directory", (int)klen, k);
+    if (rc == 0)
+        rc = split_parent(fs, key, klen, &parent, &name, &nlen);
+    if (rc < 0)
+        return rc;
+    rc = layout_history_name(fs, parent, name, nlen, list, n);
+    if (rc == 0 && *n == 0)
+        rc = layout_error(-ENOENT, "%.*s: no such key and no retained history", (int)klen, k);
+    return rc;
+}
+
+int layout_links(layout_fs *fs, uint64_t ino, layout_link **links, size_t *n)
+{
+    uint8_t pfx[9];
+    kv_iter *it = NULL;
+    layout_link *v = NULL;
+    size_t cap = 0;
+    *links = NULL;
+    *n = 0;
+    int rc = prefix_iter(fs, NULL, pfx, key_ino(pfx, 'P', ino), &it);
+    if (rc < 0)
+        return rc;
+    for (kv_iter_seek_first(it); kv_iter_valid(it) && rc == 0; kv_iter_next(it)) {
+        size_t kl;
+        const uint8_t *k = kv_iter_key(it, &kl);
+        if (kl < 18 || kl > 17 + LAYOUT_NAME_MAX)
+            continue;
+        if (*n == cap) {
+            size_t nc = cap ? cap * 2 : 4;
+            layout_link *nv = realloc(v, nc * sizeof(*nv));
+            if (!nv) {
+                rc = layout_error(-ENOMEM, "out of memory");
+                break;
+            }
+            v = nv;
+            cap = nc;
+        }
+        layout_link *l = &v[(*n)++];
+        l->parent = get_be64(k + 9);
+        l->nlen = kl - 17;
+        memcpy(l->name, k + 17, l->nlen);
+        l->name[l->nlen] = '\0';
+    }
+    if (rc == 0 && kv_iter_status(it) < 0)
+        rc = layout_kverr(kv_iter_status(it), "scan parent pointers");
+    kv_iter_free(it);
+    if (rc < 0) {
+        free(v);
+        *n = 0;
+        return rc;
+    }
+    *links = v;
+    return 0;
+}
+
+void layout_iso_time(uint64_t time_ms, char *buf, size_t size)
+{
+    time_t t = (time_t)(time_ms / 1000);
+    struct tm tm;
+    if (!gmtime_r(&t, &tm) || strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        snprintf(buf, size, "%llu", (unsigned long long)(time_ms / 1000));
+}
+
+int layout_versions_format(const kv_version *list, size_t n, char **out, size_t *len)
+{
+    size_t cap = n * 80 + 1, pos = 0;
+    char *buf = malloc(cap);
+    if (!buf)
+        return layout_error(-ENOMEM, "out of memory");
+    buf[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        char when[40];
+        layout_iso_time(list[i].time_ms, when, sizeof(when));
+        int w = snprintf(buf + pos, cap - pos, "%llu %s %llu%s\n",
+                         (unsigned long long)list[i].seq, when,
+                         (unsigned long long)list[i].size, list[i].deleted ? " deleted" : "");
+        if (w < 0 || (size_t)w >= cap - pos) {
+            free(buf);
+            return layout_error(-EOVERFLOW, "version table too long");
+        }
+        pos += (size_t)w;
+    }
+    *out = buf;
+    *len = pos;
+    return 0;
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date. */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    unsigned yoe = (unsigned)(y - era * 400);
+    unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+/* Reads exactly n digits. */
+static int iso_digits(const char **p, int n, int *v)
+{
+    *v = 0;
+    for (int i = 0; i < n; i++, (*p)++) {
+        if (**p < '0' || **p > '9')
+            return -1;
+        *v = *v * 10 + (**p - '0');
+    }
+    return 0;
+}
+
+int layout_parse_iso_time(const char *s, uint64_t *time_ms)
+{
+    int Y, M, D, h, m, sec = 0, oh = 0, om = 0, sign = 0;
+    const char *p = s;
+    if (iso_digits(&p, 4, &Y) || *p++ != '-' || iso_digits(&p, 2, &M) || *p++ != '-' ||
+        iso_digits(&p, 2, &D) || (*p != 'T' && *p != 't' && *p != ' ') ||
+        (p++, iso_digits(&p, 2, &h)) || *p++ != ':' || iso_digits(&p, 2, &m))
+        return -EINVAL;
+    if (*p == ':' && (p++, iso_digits(&p, 2, &sec)))
+        return -EINVAL;
+    if (*p == '.' || *p == ',') {
+        p++;
+        if (*p < '0' || *p > '9')
+            return -EINVAL;
+        while (*p >= '0' && *p <= '9')
+            p++;
+    }
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        sign = *p++ == '-' ? -1 : 1;
+        if (iso_digits(&p, 2, &oh))
+            return -EINVAL;
+        if (*p == ':')
+            p++;
+        if (*p && iso_digits(&p, 2, &om))
+            return -EINVAL;
+    } else {
+        return -EINVAL; /* a zone is required: local time would be ambiguous */
+    }
+    if (*p || M < 1 || M > 12 || D < 1 || D > 31 || h > 23 || m > 59 || sec > 60 || oh > 23 ||
+        om > 59 || Y < 1970)
+        return -EINVAL;
+    int64_t t = days_from_civil(Y, (unsigned)M, (unsigned)D) * 86400 + h * 3600 + m * 60 + sec;
+    t -= sign * (oh * 3600 + om * 60);
+    if (t < 0)
+        return -EINVAL;
+    *time_ms = (uint64_t)t * 1000u;
     return 0;
 }
 
@@ -1447,6 +1764,7 @@ int layout_check(layout_fs *fs, kv_report_fn report, void *arg)
     if (rc < 0)
         return layout_kverr(rc, "snapshot");
     c.ro.snapshot = snap;
+    c.ro.time_ms = 1; /* expired but not yet reaped inodes still count (I4) */
     rc = check_inodes(&c, &v, &n);
     if (rc == 0)
         qsort(v, n, sizeof(*v), ino_cmp);

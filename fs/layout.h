@@ -17,6 +17,10 @@
  *                               in use, none at or above it is
  *   'O' ino:u64              -> empty value: the inode has nlink 0 and is waiting to be purged
  *                               (open when unlinked, or a crash came before the purge)
+ *   'P' ino:u64 parent:u64 name -> empty: parent pointer, one per dirent naming ino (kept by
+ *                               layout_dirent_put/del in the same batch as the dirent)
+ *   'E' expire_ms:u64 ino:u64 -> empty: expiry index, one per inode with expire_at_ms != 0
+ *                               (kept by layout_expiry_set; the reaper scans it in time order)
  *
  * Invariants (kept by every function here, each change being one kv_write batch):
  *   I1. No chunk holds bytes at or beyond its file's size (truncate trims, so growing a file
@@ -24,8 +28,13 @@
  *   I2. Every dirent names an inode record; a directory's nlink is 2 + its subdirectories; a
  *       non-directory's nlink is the number of dirents naming it.
  *   I3. An inode with nlink 0 has an 'O' key until its last key is deleted (layout_purge).
- *   I4. Every key belonging to an inode with expire_at_ms != 0 (record, chunks, its dirents)
- *       is written with that engine TTL, so the whole file disappears at once.
+ *   I4. The inode record of an inode with expire_at_ms != 0 is written with that engine TTL
+ *       (and no other key is: so changing a TTL costs one record, never a rewrite of the data).
+ *       At expiry the engine hides the record; every reader treats a dirent naming a missing
+ *       record as absent, so the whole file disappears at once. The reaper (fs/reaper.c) then
+ *       deletes the dirents and every other key of the inode, found through 'P' and 'E'.
+ *   I5. Every dirent (parent, name) -> ino has the parent pointer 'P' ino parent name, and
+ *       every inode with an expiry has exactly the one 'E' key of that expiry.
  *
  * The "key view": the key "a/b/c" is the regular file reached from the root through the
  * dirents a, b, c; its value is the file's bytes. Directories are implied by the paths.
@@ -55,8 +64,8 @@
 #define LAYOUT_INODE_VERSION 1u
 #define LAYOUT_INODE_V1_BYTES 117u
 
-/* Longest key the layout builds ('D' + ino + name, 'X' + ino + name, 'C' + ino + idx). */
-#define LAYOUT_KEY_MAX (1u + 8u + LAYOUT_NAME_MAX + 1u)
+/* Longest key the layout builds ('P' + ino + parent + name is the longest). */
+#define LAYOUT_KEY_MAX (1u + 8u + 8u + LAYOUT_NAME_MAX + 1u)
 
 typedef struct layout_inode {
     uint64_t ino; /* not stored in the record: the key says it */
@@ -90,6 +99,9 @@ size_t layout_key_chunk(uint8_t *out, uint64_t ino, uint64_t idx);
 size_t layout_key_xattr(uint8_t *out, uint64_t ino, const char *name, size_t nlen);
 size_t layout_key_symlink(uint8_t *out, uint64_t ino);
 size_t layout_key_orphan(uint8_t *out, uint64_t ino);
+size_t layout_key_parent(uint8_t *out, uint64_t ino, uint64_t parent, const char *name,
+                         size_t nlen);
+size_t layout_key_expiry(uint8_t *out, uint64_t expire_at_ms, uint64_t ino);
 
 /* ---- records ---- */
 void layout_now(struct timespec *ts);
@@ -103,9 +115,26 @@ int layout_inode_put(kv_batch *b, const layout_inode *in);
 /* OUT: *ino, *type (S_IFMT bits). -ENOENT when there is no such entry. */
 int layout_dirent_get(layout_fs *fs, uint64_t parent, const char *name, size_t nlen,
                       uint64_t *ino, uint32_t *type);
+int layout_dirent_get_at(layout_fs *fs, const kv_readopts *ro, uint64_t parent,
+                         const char *name, size_t nlen, uint64_t *ino, uint32_t *type);
+/* Both also keep the parent pointer of ino (I5). Dirents carry no TTL (I4); expire_at_ms
+ * is accepted for the callers' convenience and ignored. */
 int layout_dirent_put(kv_batch *b, uint64_t parent, const char *name, size_t nlen, uint64_t ino,
                       uint32_t type, uint64_t expire_at_ms);
-int layout_dirent_del(kv_batch *b, uint64_t parent, const char *name, size_t nlen);
+int layout_dirent_del(kv_batch *b, uint64_t parent, const char *name, size_t nlen,
+                      uint64_t ino);
+/* Changes in->expire_at_ms to expire_at_ms (0 = none), keeping the 'E' index (I5); the caller
+ * puts the record into the same batch. */
+int layout_expiry_set(kv_batch *b, layout_inode *in, uint64_t expire_at_ms);
+/* Reads the inode record even if its TTL has passed (TTL judged at the epoch). */
+int layout_inode_get_any(layout_fs *fs, uint64_t ino, layout_inode *out);
+/* The names of ino, from its parent pointers. OUT: *links (malloc'd), *n. */
+typedef struct layout_link {
+    uint64_t parent;
+    size_t nlen;
+    char name[LAYOUT_NAME_MAX + 1];
+} layout_link;
+int layout_links(layout_fs *fs, uint64_t ino, layout_link **links, size_t *n);
 /* 1 if the directory has no entries, 0 if it has some, <0 on error. */
 int layout_dir_is_empty(layout_fs *fs, uint64_t dir);
 /* Reserves a new inode number; adds the allocator record to b when a new range is taken. */
@@ -117,6 +146,8 @@ int layout_orphan_put(kv_batch *b, uint64_t ino);
 /* Reads [off, off+len) clipped to in->size. OUT: buf, *got. */
 int layout_read(layout_fs *fs, const layout_inode *in, void *buf, size_t len, uint64_t off,
                 size_t *got);
+int layout_read_at(layout_fs *fs, const kv_readopts *ro, const layout_inode *in, void *buf,
+                   size_t len, uint64_t off, size_t *got);
 /* Adds chunk writes of buf at off to b (read-modify-write of partial chunks only) and grows
  * in->size. The caller puts the inode record into the same batch. */
 int layout_write(layout_fs *fs, kv_batch *b, layout_inode *in, const void *buf, size_t len,
@@ -162,9 +193,26 @@ typedef int (*layout_list_fn)(void *arg, const void *key, size_t klen,
                               const kv_entry_info *info);
 int layout_list_prefix(layout_fs *fs, const void *prefix, size_t plen, layout_list_fn fn,
                        void *arg);
-/* Versions of key's inode record, newest first; size = the file size at that version.
- * OUT: *list (malloc'd), *n. */
+/* The versions of a path, newest first: every retained version of the inode record of
+ * each inode the name pointed to (while it pointed there; size = the size at that version),
+ * plus a `deleted` entry for each retained removal of the name. Each seq can be read at
+ * .snapshots/@SEQ/path. The key must name a live non-directory (-ENOENT, -EISDIR
+ * otherwise: kvfsctl history's contract). OUT: *list (malloc'd), *n. */
 int layout_history(layout_fs *fs, const void *key, size_t klen, kv_version **list, size_t *n);
+/* The same for the name (parent, name). */
+int layout_history_name(layout_fs *fs, uint64_t parent, const char *name, size_t nlen,
+                        kv_version **list, size_t *n);
+/* The same for an inode: through its first name (parent pointer), else its record alone. */
+int layout_history_ino(layout_fs *fs, uint64_t ino, kv_version **list, size_t *n);
+/* The one table format of versions, used by user.kvfs.versions and `kvfsctl history`: one
+ * line per version "SEQ TIME SIZE[ deleted]\n", TIME as ISO-8601 UTC (2026-11-21T10:00:00Z).
+ * OUT: *out (malloc'd, NUL-terminated), *len (without the NUL). */
+int layout_versions_format(const kv_version *list, size_t n, char **out, size_t *len);
+/* ISO-8601 UTC text of a time in ms (one-second resolution); buf of 32 bytes. */
+void layout_iso_time(uint64_t time_ms, char *buf, size_t size);
+/* Parses "2026-11-21T10:00:00Z", "...T10:00:00+01:00", "...T10:00:00.5-0330" (fractional
+ * seconds ignored). OUT: *time_ms. -EINVAL on anything else. */
+int layout_parse_iso_time(const char *s, uint64_t *time_ms);
 /* Filesystem consistency check (I1-I3): report is called once per problem. Returns the
  * number of problems (0 = clean) or <0. */
 int layout_check(layout_fs *fs, kv_report_fn report, void *arg);

@@ -63,11 +63,26 @@ static int truncate_zero(kvfs *fs, uint64_t ino)
 static int kvfs_do_open(kvfs *fs, uint64_t ino, struct fuse_file_info *fi)
 {
     layout_inode in;
-    int rc = layout_inode_get(fs->lfs, ino, &in);
+    const kv_readopts *ro;
+    uint64_t real;
+    unsigned view;
+    int kind = kvfs_node(fs, ino, &real, &ro, &view);
+    if (kind < 0)
+        return kind;
+    if (kind == 2)
+        return -EISDIR;
+    int rc = layout_inode_get_at(fs->lfs, ro, real, &in);
     if (rc < 0)
         return rc;
     if (S_ISDIR(in.mode))
         return -EISDIR;
+    if (kind == 1) { /* a view: read-only, never changing, no table reference */
+        if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
+            return -EROFS;
+        fi->fh = (uint64_t)(unsigned)fi->flags;
+        fi->keep_cache = 1;
+        return 0;
+    }
     if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY && S_ISREG(in.mode) &&
         (rc = truncate_zero(fs, ino)) < 0)
         return rc;
@@ -81,7 +96,7 @@ void kvfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     int rc = kvfs_do_open(fs, ino, fi);
     if (rc < 0)
         fuse_reply_err(req, -kvfs_fail("open", rc));
-    else if (fuse_reply_open(req, fi) == -ENOENT) /* interrupted: no release will come */
+    else if (fuse_reply_open(req, fi) == -ENOENT && !KVFS_IS_SNAP(ino)) /* interrupted */
         kvfs_unref_purge(fs, ino, 0, 1);
 }
 
@@ -113,12 +128,18 @@ void kvfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     layout_inode in;
     size_t got = 0;
     char *buf = NULL;
+    const kv_readopts *ro;
+    uint64_t real;
+    unsigned view;
     (void)fi;
-    int rc = off < 0 ? -EINVAL : layout_inode_get(fs->lfs, ino, &in);
+    int rc = kvfs_node(fs, ino, &real, &ro, &view);
+    rc = rc < 0 ? rc : rc == 2 ? -EISDIR : 0;
+    if (rc == 0)
+        rc = off < 0 ? -EINVAL : layout_inode_get_at(fs->lfs, ro, real, &in);
     if (rc == 0 && !(buf = malloc(size ? size : 1)))
         rc = -ENOMEM;
     if (rc == 0)
-        rc = layout_read(fs->lfs, &in, buf, size, (uint64_t)off, &got);
+        rc = layout_read_at(fs->lfs, ro, &in, buf, size, (uint64_t)off, &got);
     if (rc < 0)
         fuse_reply_err(req, -kvfs_fail("read", rc));
     else
@@ -131,6 +152,8 @@ static int kvfs_do_write(kvfs *fs, uint64_t ino, const char *buf, size_t size, o
 {
     layout_inode in;
     kv_batch *b = NULL;
+    if (KVFS_IS_SNAP(ino))
+        return -EROFS;
     if (off < 0)
         return -EINVAL;
     pthread_mutex_lock(&fs->wmu);
@@ -174,7 +197,8 @@ void kvfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 void kvfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     (void)fi;
-    kvfs_unref_purge(KVFS_FS(req), ino, 0, 1);
+    if (!KVFS_IS_SNAP(ino))
+        kvfs_unref_purge(KVFS_FS(req), ino, 0, 1);
     fuse_reply_err(req, 0);
 }
 
@@ -192,6 +216,8 @@ static int kvfs_do_fallocate(kvfs *fs, uint64_t ino, int mode, off_t off, off_t 
     layout_inode in;
     kv_batch *b = NULL;
     const int known = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE;
+    if (KVFS_IS_SNAP(ino))
+        return -EROFS;
     if (off < 0 || len <= 0)
         return -EINVAL;
     if ((mode & ~known) || ((mode & FALLOC_FL_PUNCH_HOLE) && !(mode & FALLOC_FL_KEEP_SIZE)) ||

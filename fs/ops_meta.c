@@ -7,6 +7,10 @@
  * replies. Every change holds fs->wmu (kvfs.h). Ownership and modes follow ext4: new inodes
  * belong to the caller's uid/gid; a setgid directory passes its group (and, to directories,
  * its setgid bit). With default_permissions the kernel checks access against mode bits.
+ *
+ * Nodes under .snapshots (KVFS_IS_SNAP, ops_snap.c) are served read-only from their view's
+ * read options: every modifying handler answers EROFS for them, except mkdir/rmdir directly
+ * in .snapshots (named snapshots). A dirent naming an expired inode is absent (ops_kvx.c).
  */
 #include "kvfs.h"
 
@@ -22,6 +26,12 @@
 
 #define KVFS_FS(req) ((kvfs *)fuse_req_userdata(req))
 #define KVFS_MAX_DEPTH 100000 /* bound on parent walks (cycle guard) */
+
+/* The root's ".snapshots" name belongs to the virtual directory. */
+static int reserved_name(uint64_t parent, const char *name)
+{
+    return parent == LAYOUT_ROOT_INO && strcmp(name, KVFS_SNAPDIR_NAME) == 0;
+}
 
 static int name_check(const char *name, size_t *nlen)
 {
@@ -55,6 +65,10 @@ static int kvfs_do_lookup(kvfs *fs, uint64_t parent, const char *name,
     size_t nlen;
     uint64_t ino;
     layout_inode in;
+    if (KVFS_IS_SNAP(parent))
+        return kvfs_snap_lookup(fs, parent, name, e);
+    if (reserved_name(parent, name))
+        return kvfs_snapdir_entry(fs, e);
     int rc = name_check(name, &nlen);
     if (rc == 0)
         rc = layout_dirent_get(fs->lfs, parent, name, nlen, &ino, NULL);
@@ -82,16 +96,24 @@ static void kvfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
     }
 }
 
+static void forget_one(kvfs *fs, uint64_t ino, uint64_t nlookup)
+{
+    if (KVFS_IS_SNAP(ino))
+        kvfs_snap_forget(fs, ino, nlookup);
+    else
+        kvfs_unref_purge(fs, ino, nlookup, 0);
+}
+
 static void kvfs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
-    kvfs_unref_purge(KVFS_FS(req), ino, nlookup, 0);
+    forget_one(KVFS_FS(req), ino, nlookup);
     fuse_reply_none(req);
 }
 
 static void kvfs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
 {
     for (size_t i = 0; i < count; i++)
-        kvfs_unref_purge(KVFS_FS(req), forgets[i].ino, forgets[i].nlookup, 0);
+        forget_one(KVFS_FS(req), forgets[i].ino, forgets[i].nlookup);
     fuse_reply_none(req);
 }
 
@@ -99,16 +121,30 @@ static void kvfs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_d
 
 static void kvfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+    kvfs *fs = KVFS_FS(req);
     layout_inode in;
-    struct stat st;
+    struct fuse_entry_param e;
+    const kv_readopts *ro;
+    uint64_t real;
+    unsigned view;
     (void)fi;
-    int rc = layout_inode_get(KVFS_FS(req)->lfs, ino, &in);
+    int kind = kvfs_node(fs, ino, &real, &ro, &view), rc = kind < 0 ? kind : 0;
+    if (kind == 2) {
+        if ((rc = kvfs_snapdir_entry(fs, &e)) == 0)
+            fuse_reply_attr(req, &e.attr, KVFS_TIMEOUT);
+        else
+            fuse_reply_err(req, -kvfs_fail("getattr", rc));
+        return;
+    }
+    if (rc == 0)
+        rc = layout_inode_get_at(fs->lfs, ro, real, &in);
     if (rc < 0) {
         fuse_reply_err(req, -kvfs_fail("getattr", rc));
         return;
     }
-    kvfs_stat_of(&in, &st);
-    fuse_reply_attr(req, &st, KVFS_TIMEOUT);
+    kvfs_stat_of(&in, &e.attr);
+    e.attr.st_ino = (ino_t)ino;
+    fuse_reply_attr(req, &e.attr, kind ? 3600.0 : KVFS_TIMEOUT);
 }
 
 static void set_time(struct timespec *dst, const struct timespec *src, int now_flag,
@@ -162,6 +198,10 @@ static void kvfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int 
     layout_inode in;
     struct stat st;
     (void)fi;
+    if (KVFS_IS_SNAP(ino)) {
+        fuse_reply_err(req, EROFS);
+        return;
+    }
     pthread_mutex_lock(&fs->wmu);
     int rc = kvfs_do_setattr(fs, ino, attr, to_set, &in);
     pthread_mutex_unlock(&fs->wmu);
@@ -261,13 +301,17 @@ int kvfs_do_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
     size_t nlen;
     kv_batch *b = NULL;
     *existed = 0;
+    if (KVFS_IS_SNAP(parent))
+        return -EROFS;
+    if (reserved_name(parent, name))
+        return -EEXIST;
     int rc = name_check(name, &nlen);
     if (rc < 0)
         return rc;
     pthread_mutex_lock(&fs->wmu);
     rc = get_dir(fs, parent, &dir);
     if (rc == 0) {
-        rc = layout_dirent_get(fs->lfs, parent, name, nlen, &ino, NULL);
+        rc = kvfs_dirent_live(fs, parent, name, nlen, &ino, NULL);
         if (rc == 0) {
             rc = excl ? -EEXIST : open_existing(fs, ino, nopen, e);
             *existed = rc == 0;
@@ -286,8 +330,11 @@ int kvfs_do_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
     in.rdev = (uint64_t)rdev;
     in.parent = parent;
     if (dir.default_ttl_s && !S_ISDIR(mode))
-        in.expire_at_ms = now_ms() + dir.default_ttl_s * 1000u;
-    rc = mknod_batch(fs, b, &dir, name, nlen, &in, link);
+        rc = layout_expiry_set(b, &in, now_ms() + dir.default_ttl_s * 1000u);
+    if (rc == 0)
+        rc = mknod_batch(fs, b, &dir, name, nlen, &in, link);
+    if (rc == 0 && in.expire_at_ms)
+        kvfs_reaper_kick(fs, in.expire_at_ms);
     if (rc == 0)
         rc = kvfs_itab_ref(fs, ino, 1, (uint64_t)nopen);
     if (rc == 0)
@@ -321,6 +368,10 @@ static void kvfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 {
     struct fuse_entry_param e;
     int existed;
+    if (parent == KVFS_SNAPDIR_ID) {
+        reply_new(req, "mkdir", kvfs_snap_mkdir(KVFS_FS(req), name, &e), &e);
+        return;
+    }
     int rc = kvfs_do_mknod(req, parent, name, S_IFDIR | (mode & 07777), 0, NULL, 0, 1,
                            &existed, &e);
     reply_new(req, "mkdir", rc, &e);
@@ -341,8 +392,14 @@ static void kvfs_readlink(fuse_req_t req, fuse_ino_t ino)
     uint8_t key[LAYOUT_KEY_MAX];
     void *val = NULL;
     size_t vlen = 0;
-    int rc = kv_get(KVFS_FS(req)->db, NULL, key, layout_key_symlink(key, ino), &val, &vlen,
-                    NULL);
+    const kv_readopts *ro;
+    uint64_t real;
+    unsigned view;
+    int rc = kvfs_node(KVFS_FS(req), ino, &real, &ro, &view);
+    if (rc >= 0)
+        rc = rc == 2 ? -EINVAL
+                     : kv_get(KVFS_FS(req)->db, ro, key, layout_key_symlink(key, real), &val,
+                              &vlen, NULL);
     char *s = rc == 0 ? malloc(vlen + 1) : NULL;
     if (rc == 0 && !s)
         rc = -ENOMEM;
@@ -366,7 +423,7 @@ static void kvfs_readlink(fuse_req_t req, fuse_ino_t ino)
 static int drop_link(kv_batch *b, layout_inode *dir, const char *name, size_t nlen,
                      layout_inode *child, const struct timespec *now)
 {
-    int rc = layout_dirent_del(b, dir->ino, name, nlen);
+    int rc = layout_dirent_del(b, dir->ino, name, nlen, child->ino);
     dir->mtime = dir->ctime = *now;
     child->ctime = *now;
     if (S_ISDIR(child->mode)) {
@@ -388,13 +445,17 @@ static int kvfs_do_remove(kvfs *fs, uint64_t parent, const char *name, int want_
     size_t nlen;
     struct timespec now;
     kv_batch *b = NULL;
+    if (KVFS_IS_SNAP(parent))
+        return want_dir && parent == KVFS_SNAPDIR_ID ? kvfs_snap_rmdir(fs, name) : -EROFS;
+    if (reserved_name(parent, name))
+        return -EROFS;
     int rc = name_check(name, &nlen);
     if (rc < 0)
         return rc;
     pthread_mutex_lock(&fs->wmu);
     rc = get_dir(fs, parent, &dir);
     if (rc == 0)
-        rc = layout_dirent_get(fs->lfs, parent, name, nlen, &ino, &type);
+        rc = kvfs_dirent_live(fs, parent, name, nlen, &ino, &type);
     if (rc == 0 && want_dir && type != S_IFDIR)
         rc = -ENOTDIR;
     if (rc == 0 && !want_dir && type == S_IFDIR)
@@ -464,12 +525,12 @@ static int rn_load(kvfs *fs, rn_state *s, uint64_t parent, const char *name, siz
     if (rc == 0 && parent != newparent)
         rc = get_dir(fs, newparent, s->np);
     if (rc == 0)
-        rc = layout_dirent_get(fs->lfs, parent, name, nlen, &s->sino, &s->stype);
+        rc = kvfs_dirent_live(fs, parent, name, nlen, &s->sino, &s->stype);
     if (rc == 0)
         rc = layout_inode_get(fs->lfs, s->sino, &s->src);
     if (rc < 0)
         return rc;
-    rc = layout_dirent_get(fs->lfs, newparent, newname, newlen, &s->dino, &s->dtype);
+    rc = kvfs_dirent_live(fs, newparent, newname, newlen, &s->dino, &s->dtype);
     s->dexists = rc == 0;
     if (rc == -ENOENT)
         return 0;
@@ -525,13 +586,22 @@ static int rn_batch(kv_batch *b, rn_state *s, const char *name, size_t nlen,
     int rc;
     layout_now(&now);
     if (flags & RENAME_EXCHANGE) {
-        rc = layout_dirent_put(b, s->op->ino, name, nlen, s->dino, s->dst.mode & S_IFMT,
-                               s->dst.expire_at_ms);
+        uint8_t pk[LAYOUT_KEY_MAX]; /* both names change inode: drop both parent pointers */
+        rc = kv_batch_delete(b, pk, layout_key_parent(pk, s->sino, s->op->ino, name, nlen));
+        if (rc == 0)
+            rc = kv_batch_delete(b, pk, layout_key_parent(pk, s->dino, s->np->ino, newname,
+                                                          newlen));
+        if (rc == 0)
+            rc = layout_dirent_put(b, s->op->ino, name, nlen, s->dino, s->dst.mode & S_IFMT,
+                                   s->dst.expire_at_ms);
         rn_move_dir(&s->dst, s->np, s->op);
         s->dst.ctime = now;
     } else {
-        rc = layout_dirent_del(b, s->op->ino, name, nlen);
+        rc = layout_dirent_del(b, s->op->ino, name, nlen, s->sino);
         if (rc == 0 && s->dexists) {
+            uint8_t pk[LAYOUT_KEY_MAX]; /* the replaced name no longer points to dst */
+            rc = kv_batch_delete(b, pk, layout_key_parent(pk, s->dino, s->np->ino, newname,
+                                                          newlen));
             s->dst.ctime = now;
             if (S_ISDIR(s->dst.mode)) {
                 s->dst.nlink = 0;
@@ -569,6 +639,10 @@ static int kvfs_do_rename(kvfs *fs, uint64_t parent, const char *name, uint64_t 
     if ((flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE)) ||
         (flags & RENAME_NOREPLACE && flags & RENAME_EXCHANGE))
         return -EINVAL;
+    if (KVFS_IS_SNAP(parent) || KVFS_IS_SNAP(newparent) || reserved_name(parent, name))
+        return -EROFS;
+    if (reserved_name(newparent, newname))
+        return -EEXIST;
     int rc = name_check(name, &nlen);
     if (rc == 0)
         rc = name_check(newname, &newlen);
@@ -613,6 +687,10 @@ static int kvfs_do_link(kvfs *fs, uint64_t ino, uint64_t newparent, const char *
     size_t nlen;
     struct timespec now;
     kv_batch *b = NULL;
+    if (KVFS_IS_SNAP(ino) || KVFS_IS_SNAP(newparent))
+        return -EROFS;
+    if (reserved_name(newparent, newname))
+        return -EEXIST;
     int rc = name_check(newname, &nlen);
     if (rc < 0)
         return rc;
@@ -625,7 +703,7 @@ static int kvfs_do_link(kvfs *fs, uint64_t ino, uint64_t newparent, const char *
     if (rc == 0 && in.nlink == 0)
         rc = -ENOENT;
     if (rc == 0) {
-        rc = layout_dirent_get(fs->lfs, newparent, newname, nlen, NULL, NULL);
+        rc = kvfs_dirent_live(fs, newparent, newname, nlen, NULL, NULL);
         rc = rc == 0 ? -EEXIST : rc == -ENOENT ? 0 : rc;
     }
     if (rc == 0 && !(b = kv_batch_new()))
@@ -659,7 +737,8 @@ static void kvfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, cons
 /* ------------------------------------------------------------------- directories ---- */
 
 typedef struct kvfs_dent {
-    uint64_t ino;
+    uint64_t ino;  /* node id */
+    uint64_t real; /* inode number inside the view (= ino for live entries), 0 = virtual */
     uint32_t type;
     char *name;
 } kvfs_dent;
@@ -667,7 +746,11 @@ typedef struct kvfs_dent {
 /* An open directory: its listing, taken at the first readdir (offset 0) so that offsets
  * stay stable while entries are removed (rm -r reads, unlinks, reads on). */
 typedef struct kvfs_dirh {
-    uint64_t ino;
+    uint64_t ino;            /* node id */
+    uint64_t real;           /* inode number (inside the view) */
+    const kv_readopts *ro;   /* NULL: live */
+    unsigned view;           /* 0: live */
+    int kind;                /* kvfs_node: 0 live, 1 view, 2 .snapshots */
     kvfs_dent *ents;
     size_t n, cap;
     int loaded;
@@ -681,7 +764,16 @@ static void dirh_clear(kvfs_dirh *d)
     d->loaded = 0;
 }
 
+static int dirh_add_real(kvfs_dirh *d, uint64_t ino, uint64_t real, uint32_t type,
+                         const char *name, size_t nlen);
+
 static int dirh_add(kvfs_dirh *d, uint64_t ino, uint32_t type, const char *name, size_t nlen)
+{
+    return dirh_add_real(d, ino, 0, type, name, nlen);
+}
+
+static int dirh_add_real(kvfs_dirh *d, uint64_t ino, uint64_t real, uint32_t type,
+                         const char *name, size_t nlen)
 {
     if (d->n == d->cap) {
         size_t nc = d->cap ? d->cap * 2 : 64;
@@ -696,7 +788,38 @@ static int dirh_add(kvfs_dirh *d, uint64_t ino, uint32_t type, const char *name,
         return -ENOMEM;
     memcpy(s, name, nlen);
     s[nlen] = '\0';
-    d->ents[d->n++] = (kvfs_dent){ino, type, s};
+    d->ents[d->n++] = (kvfs_dent){ino, real, type, s};
+    return 0;
+}
+
+/* The .snapshots listing: the named snapshots. */
+static int dirh_load_snapdir(kvfs *fs, kvfs_dirh *d)
+{
+    kv_snapinfo *list = NULL;
+    size_t n = 0;
+    int rc = dirh_add(d, KVFS_SNAPDIR_ID, S_IFDIR, ".", 1);
+    if (rc == 0)
+        rc = dirh_add(d, LAYOUT_ROOT_INO, S_IFDIR, "..", 2);
+    if (rc == 0 && (rc = kv_named_snapshot_list(fs->db, &list, &n)) < 0)
+        return rc;
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = dirh_add(d, KVFS_SNAPDIR_ID + 1 + i, S_IFDIR, list[i].name, strlen(list[i].name));
+    free(list);
+    return rc;
+}
+
+static int is_pending(const uint64_t *v, size_t n, uint64_t ino)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (v[mid] == ino)
+            return 1;
+        if (v[mid] < ino)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
     return 0;
 }
 
@@ -706,19 +829,32 @@ static int dirh_load(kvfs *fs, kvfs_dirh *d)
     uint8_t pfx[LAYOUT_KEY_MAX];
     kv_iter_opts o;
     kv_iter *it = NULL;
+    uint64_t *gone = NULL;
+    size_t ngone = 0;
     dirh_clear(d);
-    int rc = layout_inode_get(fs->lfs, d->ino, &dir);
+    if (d->kind == 2)
+        return (d->loaded = dirh_load_snapdir(fs, d) == 0) ? 0 : -ENOMEM;
+    int rc = layout_inode_get_at(fs->lfs, d->ro, d->real, &dir);
+    uint64_t up = rc == 0 && dir.parent ? dir.parent : d->real;
     if (rc == 0)
         rc = dirh_add(d, d->ino, S_IFDIR, ".", 1);
     if (rc == 0)
-        rc = dirh_add(d, dir.parent ? dir.parent : d->ino, S_IFDIR, "..", 2);
+        rc = dirh_add(d, d->view ? kvfs_node_id(d->view, up) : up, S_IFDIR, "..", 2);
+    if (rc == 0 && d->kind == 0 && d->real == LAYOUT_ROOT_INO && fs->snapdir_visible)
+        rc = dirh_add(d, KVFS_SNAPDIR_ID, S_IFDIR, KVFS_SNAPDIR_NAME, strlen(KVFS_SNAPDIR_NAME));
+    if (rc == 0 && d->kind == 0) /* expired, not yet reaped: hidden at once */
+        rc = kvfs_expired_pending(fs, &gone, &ngone);
     if (rc < 0)
         return rc;
     memset(&o, 0, sizeof(o));
+    if (d->ro)
+        o.ro = *d->ro;
     o.prefix = pfx;
-    o.prefix_len = layout_key_dirent(pfx, d->ino, "", 0);
-    if ((rc = kv_iter_new(fs->db, &o, &it)) < 0)
+    o.prefix_len = layout_key_dirent(pfx, d->real, "", 0);
+    if ((rc = kv_iter_new(fs->db, &o, &it)) < 0) {
+        free(gone);
         return rc;
+    }
     for (kv_iter_seek_first(it); kv_iter_valid(it) && rc == 0; kv_iter_next(it)) {
         size_t kl, vl;
         const uint8_t *k = kv_iter_key(it, &kl), *v = kv_iter_value(it, &vl);
@@ -727,11 +863,18 @@ static int dirh_load(kvfs *fs, kvfs_dirh *d)
         uint64_t child = 0;
         for (int i = 7; i >= 0; i--)
             child = (child << 8) | v[i];
-        rc = dirh_add(d, child, (uint32_t)v[8] << 12, (const char *)k + 9, kl - 9);
+        if (ngone && is_pending(gone, ngone, child))
+            continue;
+        if (d->kind == 0 && d->real == LAYOUT_ROOT_INO && kl - 9 == 10 &&
+            memcmp(k + 9, KVFS_SNAPDIR_NAME, 10) == 0)
+            continue; /* a real entry shadowed by the virtual .snapshots */
+        rc = dirh_add_real(d, d->view ? kvfs_node_id(d->view, child) : child, child,
+                           (uint32_t)v[8] << 12, (const char *)k + 9, kl - 9);
     }
     if (rc == 0)
         rc = kv_iter_status(it);
     kv_iter_free(it);
+    free(gone);
     d->loaded = rc == 0;
     return rc;
 }
@@ -744,6 +887,12 @@ static void kvfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
         return;
     }
     d->ino = ino;
+    d->kind = kvfs_node(KVFS_FS(req), ino, &d->real, &d->ro, &d->view);
+    if (d->kind < 0) {
+        free(d);
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
     fi->fh = (uint64_t)(uintptr_t)d;
     fi->cache_readdir = 0;
     if (fuse_reply_open(req, fi) == -ENOENT) { /* interrupted: nobody will release it */
@@ -752,8 +901,8 @@ static void kvfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 }
 
 /* Adds entry i to buf. Returns its size, or 0 when it does not fit (nothing counted). */
-static size_t readdir_one(fuse_req_t req, kvfs *fs, kvfs_dent *de, char *buf, size_t room,
-                          off_t next, int plus)
+static size_t readdir_one(fuse_req_t req, kvfs *fs, kvfs_dirh *d, kvfs_dent *de, char *buf,
+                          size_t room, off_t next, int plus)
 {
     if (!plus) {
         struct stat st;
@@ -765,19 +914,25 @@ static size_t readdir_one(fuse_req_t req, kvfs *fs, kvfs_dent *de, char *buf, si
     }
     struct fuse_entry_param e;
     layout_inode in;
-    int dot = de->name[0] == '.' && (!de->name[1] || (de->name[1] == '.' && !de->name[2]));
+    int dot = de->real == 0; /* ".", "..", .snapshots and its names: no lookup reference */
     memset(&e, 0, sizeof(e));
-    if (dot || layout_inode_get(fs->lfs, de->ino, &in) < 0) {
+    if (dot || layout_inode_get_at(fs->lfs, d->ro, de->real, &in) < 0) {
         e.attr.st_ino = de->ino;
         e.attr.st_mode = de->type;
         dot = 1; /* an entry removed since the listing: no lookup reference either */
     } else {
         kvfs_entry_of(&in, &e);
+        e.ino = de->ino;
+        e.attr.st_ino = (ino_t)de->ino;
+        if (d->view)
+            e.entry_timeout = e.attr_timeout = 3600.0;
     }
     size_t sz = fuse_add_direntry_plus(req, buf, room, de->name, &e, next);
     if (sz > room)
         return 0;
-    if (!dot && kvfs_itab_ref(fs, de->ino, 1, 0) < 0)
+    if (!dot && d->view)
+        kvfs_view_ref(fs, d->view);
+    else if (!dot && kvfs_itab_ref(fs, de->ino, 1, 0) < 0)
         return 0;
     return sz;
 }
@@ -794,7 +949,8 @@ static void kvfs_readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off
     if (rc == 0 && (off == 0 || !d->loaded))
         rc = dirh_load(fs, d);
     for (size_t i = (size_t)off; rc == 0 && i < d->n; i++) {
-        size_t sz = readdir_one(req, fs, &d->ents[i], buf + pos, size - pos, (off_t)i + 1, plus);
+        size_t sz = readdir_one(req, fs, d, &d->ents[i], buf + pos, size - pos, (off_t)i + 1,
+                                plus);
         if (sz == 0)
             break;
         pos += sz;
@@ -882,11 +1038,15 @@ static int kvfs_do_setxattr(kvfs *fs, uint64_t ino, const char *name, const char
     layout_inode in;
     size_t nlen = strlen(name);
     kv_batch *b = NULL;
+    if (KVFS_IS_SNAP(ino))
+        return -EROFS;
     int rc = xattr_class(name, 1);
     if (rc == 0 && nlen > LAYOUT_NAME_MAX)
         rc = -ERANGE;
     if (rc < 0)
         return rc;
+    if (kvfs_kvx_is(name))
+        return kvfs_kvx_set(fs, ino, name, value, size);
     size_t klen = layout_key_xattr(key, ino, name, nlen);
     pthread_mutex_lock(&fs->wmu);
     rc = layout_inode_get(fs->lfs, ino, &in);
@@ -925,12 +1085,19 @@ static void kvfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size
     uint8_t key[LAYOUT_KEY_MAX];
     void *val = NULL;
     size_t vlen = 0;
-    int rc = xattr_class(name, 0);
+    const kv_readopts *ro;
+    uint64_t real;
+    unsigned view;
+    kvfs *fs = KVFS_FS(req);
+    int kind = kvfs_node(fs, ino, &real, &ro, &view);
+    int rc = kind < 0 ? kind : kind == 2 ? -ENODATA : xattr_class(name, 0);
     if (rc == 0 && strlen(name) > LAYOUT_NAME_MAX)
         rc = -ENODATA;
-    if (rc == 0)
-        rc = kv_get(KVFS_FS(req)->db, NULL, key, layout_key_xattr(key, ino, name, strlen(name)),
-                    &val, &vlen, NULL);
+    if (rc == 0 && kvfs_kvx_is(name))
+        rc = kvfs_kvx_get(fs, real, ro, name, (char **)&val, &vlen);
+    else if (rc == 0)
+        rc = kv_get(fs->db, ro, key, layout_key_xattr(key, real, name, strlen(name)), &val,
+                    &vlen, NULL);
     if (rc == -ENOENT)
         rc = -ENODATA;
     if (rc == 0 && size && vlen > size)
@@ -944,14 +1111,24 @@ static void kvfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size
     free(val);
 }
 
-static int list_xattrs(kvfs *fs, uint64_t ino, char **out, size_t *len)
+static int list_xattrs(kvfs *fs, uint64_t id, char **out, size_t *len)
 {
     uint8_t pfx[LAYOUT_KEY_MAX];
     kv_iter_opts o;
     kv_iter *it = NULL;
     char *buf = NULL;
     size_t n = 0, cap = 0;
+    const kv_readopts *ro;
+    uint64_t ino;
+    unsigned view;
+    int kind = kvfs_node(fs, id, &ino, &ro, &view);
+    *out = NULL;
+    *len = 0;
+    if (kind < 0 || kind == 2)
+        return kind < 0 ? kind : 0;
     memset(&o, 0, sizeof(o));
+    if (ro)
+        o.ro = *ro;
     o.prefix = pfx;
     o.prefix_len = layout_key_xattr(pfx, ino, "", 0);
     int rc = kv_iter_new(fs->db, &o, &it);
@@ -1003,6 +1180,8 @@ static int kvfs_do_removexattr(kvfs *fs, uint64_t ino, const char *name)
     uint8_t key[LAYOUT_KEY_MAX];
     layout_inode in;
     kv_batch *b = NULL;
+    if (KVFS_IS_SNAP(ino))
+        return -EROFS;
     int rc = xattr_class(name, 1);
     if (rc == -ENOTSUP && strncmp(name, "security.", 9) == 0)
         rc = -ENODATA;
@@ -1010,6 +1189,8 @@ static int kvfs_do_removexattr(kvfs *fs, uint64_t ino, const char *name)
         rc = -ENODATA;
     if (rc < 0)
         return rc;
+    if (kvfs_kvx_is(name))
+        return kvfs_kvx_remove(fs, ino, name);
     size_t klen = layout_key_xattr(key, ino, name, strlen(name));
     pthread_mutex_lock(&fs->wmu);
     rc = layout_inode_get(fs->lfs, ino, &in);
