@@ -52,7 +52,8 @@ typedef struct kv_snapshot kv_snapshot;
 /* ---------------------------------------------------------------- options and lifetime ---- */
 
 typedef struct kv_options {
-    size_t memtable_bytes;    /* memtable budget before it is flushed (default 64 MiB) */
+    size_t memtable_bytes;    /* a memtable is flushed at this size (default 64 MiB); at most
+                                 two exist (one being flushed): writers wait beyond that */
     size_t block_cache_bytes; /* block cache budget (default 64 MiB) */
     int compression_level;    /* zstd level 1..19, or -1..-7 for zstd's faster levels; 0 stores
                                  blocks uncompressed (default 1) */
