@@ -19,7 +19,12 @@
  *   fsynccreate create+write 4 KiB+fsync+close of FILES files (default 1000)        files/s
  *   dirrename  rename of a directory holding FILES files (default 10000)            seconds
  *   fdatasync  the disk's own rate: 4 KiB appends each followed by fdatasync         ops/s
- *              (1000 by default, -r sets the count when this phase runs alone)
+ *              (1000 by default; -r, when given, sets the count)
+ *
+ * Structure: the phases are the rows of fsb_phases, run in that order; a phase that needs the
+ * small files (stat .. unlink need create) or the sequential file (seqread, randwrite need
+ * seqwrite) is skipped when the phase making them did not run. Per-file loops run one step
+ * function per file under fsb_timed.
  *
  * Output: one line per phase: "<phase> <value> <unit> <details>" (one decimal; seconds: six);
  * scripts (tools/compare-fsbench.sh) read the first three fields. Every system call is
@@ -152,78 +157,124 @@ static void fsb_small_name(char *out, size_t cap, long i, const char *tag)
     fsb_path(out, cap, "%s/small/d%02ld/%s%07ld", fsb_root, i % FSB_SUBDIRS, tag, i);
 }
 
+static void fsb_mkdir(const char *p)
+{
+    if (mkdir(p, 0755))
+        fsb_die("mkdir %s", p);
+}
+
+/* Closes fd, the file p; fsyncs it first when sync is set. */
+static void fsb_close(int fd, const char *p, int sync)
+{
+    if (sync && fsync(fd))
+        fsb_die("fsync %s", p);
+    if (close(fd))
+        fsb_die("close %s", p);
+}
+
+/* Creates the new file p holding the first len bytes of fsb_buf (fsync'd when sync is set). */
+static void fsb_create_file(const char *p, size_t len, int sync)
+{
+    int fd = open(p, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    if (fd < 0)
+        fsb_die("create %s", p);
+    fsb_write_all(fd, fsb_buf, len, p);
+    fsb_close(fd, p, sync);
+}
+
+/* Reads fd, the file p, to its end in FSB_IO reads; returns the bytes read. */
+static long long fsb_read_all(int fd, const char *p)
+{
+    long long got = 0;
+    for (;;) {
+        ssize_t n = read(fd, fsb_buf, FSB_IO);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            fsb_die("read %s", p);
+        if (n == 0)
+            return got;
+        got += n;
+    }
+}
+
+/* State bits (fsb_done): what the phases run so far left behind. */
+#define FSB_SMALL 0x1u   /* the small files exist (create ran) */
+#define FSB_RENAMED 0x2u /* ... under their "g" names (rename ran) */
+#define FSB_SEQ 0x4u     /* the sequential file exists (seqwrite ran) */
+
+static unsigned fsb_done;
+
+/* One step of a timed loop: works on item i; tag is the small-file name tag it uses. */
+typedef void (*fsb_step_fn)(const fsb_opts *o, long i, const char *tag);
+
+/* Runs step for i = 0 .. n-1; returns the seconds it took. */
+static double fsb_timed(const fsb_opts *o, long n, fsb_step_fn step, const char *tag)
+{
+    double t0 = fsb_now();
+    for (long i = 0; i < n; i++)
+        step(o, i, tag);
+    return fsb_now() - t0;
+}
+
+static void fsb_create_one(const fsb_opts *o, long i, const char *tag)
+{
+    char p[4096];
+    fsb_small_name(p, sizeof(p), i, tag);
+    fsb_create_file(p, (size_t)o->fsize, 0);
+}
+
 static void fsb_phase_create(const fsb_opts *o)
 {
     char p[4096];
     fsb_path(p, sizeof(p), "%s/small", fsb_root);
-    if (mkdir(p, 0755))
-        fsb_die("mkdir %s", p);
+    fsb_mkdir(p);
     for (int d = 0; d < FSB_SUBDIRS; d++) {
         fsb_path(p, sizeof(p), "%s/small/d%02d", fsb_root, d);
-        if (mkdir(p, 0755))
-            fsb_die("mkdir %s", p);
+        fsb_mkdir(p);
     }
-    double t0 = fsb_now();
-    for (long i = 0; i < o->files; i++) {
-        fsb_small_name(p, sizeof(p), i, "f");
-        int fd = open(p, O_WRONLY | O_CREAT | O_EXCL, 0644);
-        if (fd < 0)
-            fsb_die("create %s", p);
-        fsb_write_all(fd, fsb_buf, (size_t)o->fsize, p);
-        if (close(fd))
-            fsb_die("close %s", p);
-    }
-    double el = fsb_now() - t0;
+    double el = fsb_timed(o, o->files, fsb_create_one, "f");
     fsb_report("create", o->files / el, "files/s", "%ld files of %ld B in %.3f s", o->files,
                o->fsize, el);
 }
 
-static void fsb_phase_stat(const fsb_opts *o)
+static void fsb_stat_one(const fsb_opts *o, long i, const char *tag)
 {
     char p[4096];
     struct stat st;
-    double t0 = fsb_now();
-    for (long i = 0; i < o->files; i++) {
-        fsb_small_name(p, sizeof(p), i, "f");
-        if (stat(p, &st))
-            fsb_die("stat %s", p);
-        if (st.st_size != o->fsize) {
-            errno = EIO;
-            fsb_die("%s has size %lld, wrote %ld", p, (long long)st.st_size, o->fsize);
-        }
+    fsb_small_name(p, sizeof(p), i, tag);
+    if (stat(p, &st))
+        fsb_die("stat %s", p);
+    if (st.st_size != o->fsize) {
+        errno = EIO;
+        fsb_die("%s has size %lld, wrote %ld", p, (long long)st.st_size, o->fsize);
     }
-    double el = fsb_now() - t0;
+}
+
+static void fsb_phase_stat(const fsb_opts *o)
+{
+    double el = fsb_timed(o, o->files, fsb_stat_one, "f");
     fsb_report("stat", o->files / el, "ops/s", "%ld stats in %.3f s", o->files, el);
+}
+
+static void fsb_read_one(const fsb_opts *o, long i, const char *tag)
+{
+    char p[4096];
+    fsb_small_name(p, sizeof(p), i, tag);
+    int fd = open(p, O_RDONLY);
+    if (fd < 0)
+        fsb_die("open %s", p);
+    long long got = fsb_read_all(fd, p);
+    fsb_close(fd, p, 0);
+    if (got != o->fsize) {
+        errno = EIO;
+        fsb_die("read %lld bytes of %s, wrote %ld", got, p, o->fsize);
+    }
 }
 
 static void fsb_phase_read(const fsb_opts *o)
 {
-    char p[4096];
-    double t0 = fsb_now();
-    for (long i = 0; i < o->files; i++) {
-        fsb_small_name(p, sizeof(p), i, "f");
-        int fd = open(p, O_RDONLY);
-        if (fd < 0)
-            fsb_die("open %s", p);
-        long got = 0;
-        for (;;) {
-            ssize_t n = read(fd, fsb_buf, FSB_IO);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n < 0)
-                fsb_die("read %s", p);
-            if (n == 0)
-                break;
-            got += n;
-        }
-        if (close(fd))
-            fsb_die("close %s", p);
-        if (got != o->fsize) {
-            errno = EIO;
-            fsb_die("read %ld bytes of %s, wrote %ld", got, p, o->fsize);
-        }
-    }
-    double el = fsb_now() - t0;
+    double el = fsb_timed(o, o->files, fsb_read_one, "f");
     fsb_report("read", o->files / el, "files/s", "%ld files in %.3f s", o->files, el);
 }
 
@@ -273,36 +324,52 @@ static void fsb_phase_readdir(const fsb_opts *o)
                o->files + FSB_SUBDIRS, el);
 }
 
-static void fsb_phase_rename(const fsb_opts *o)
+/* Renames small file i from its "f" name to its tag name. */
+static void fsb_rename_one(const fsb_opts *o, long i, const char *tag)
 {
     char a[4096], b[4096];
-    double t0 = fsb_now();
-    for (long i = 0; i < o->files; i++) {
-        fsb_small_name(a, sizeof(a), i, "f");
-        fsb_small_name(b, sizeof(b), i, "g");
-        if (rename(a, b))
-            fsb_die("rename %s", a);
-    }
-    double el = fsb_now() - t0;
+    (void)o;
+    fsb_small_name(a, sizeof(a), i, "f");
+    fsb_small_name(b, sizeof(b), i, tag);
+    if (rename(a, b))
+        fsb_die("rename %s", a);
+}
+
+static void fsb_phase_rename(const fsb_opts *o)
+{
+    double el = fsb_timed(o, o->files, fsb_rename_one, "g");
     fsb_report("rename", o->files / el, "ops/s", "%ld renames in %.3f s", o->files, el);
 }
 
-static void fsb_phase_unlink(const fsb_opts *o, int renamed)
+static void fsb_unlink_one(const fsb_opts *o, long i, const char *tag)
 {
     char p[4096];
-    double t0 = fsb_now();
-    for (long i = 0; i < o->files; i++) {
-        fsb_small_name(p, sizeof(p), i, renamed ? "g" : "f");
-        if (unlink(p))
-            fsb_die("unlink %s", p);
-    }
-    double el = fsb_now() - t0;
+    (void)o;
+    fsb_small_name(p, sizeof(p), i, tag);
+    if (unlink(p))
+        fsb_die("unlink %s", p);
+}
+
+static void fsb_phase_unlink(const fsb_opts *o)
+{
+    const char *tag = fsb_done & FSB_RENAMED ? "g" : "f";
+    double el = fsb_timed(o, o->files, fsb_unlink_one, tag);
     fsb_report("unlink", o->files / el, "ops/s", "%ld unlinks in %.3f s", o->files, el);
 }
 
 static void fsb_seq_path(char *p, size_t cap)
 {
     fsb_path(p, cap, "%s/seq", fsb_root);
+}
+
+/* Opens the file seqwrite left (path into p) for phase, which needs it. Returns the fd. */
+static int fsb_open_seq(char *p, size_t cap, int flags, const char *phase)
+{
+    fsb_seq_path(p, cap);
+    int fd = open(p, flags);
+    if (fd < 0)
+        fsb_die("open %s (%s needs seqwrite)", p, phase);
+    return fd;
 }
 
 static void fsb_phase_seqwrite(const fsb_opts *o)
@@ -318,10 +385,7 @@ static void fsb_phase_seqwrite(const fsb_opts *o)
         fsb_buf[0] = (char)done; /* keep blocks distinct */
         fsb_write_all(fd, fsb_buf, FSB_IO, p);
     }
-    if (fsync(fd))
-        fsb_die("fsync %s", p);
-    if (close(fd))
-        fsb_die("close %s", p);
+    fsb_close(fd, p, 1);
     double el = fsb_now() - t0;
     fsb_report("seqwrite", bytes / el / 1e6, "MB/s", "%ld MiB + fsync in %.3f s", o->seq_mib,
                el);
@@ -330,26 +394,13 @@ static void fsb_phase_seqwrite(const fsb_opts *o)
 static void fsb_phase_seqread(const fsb_opts *o)
 {
     char p[4096];
-    fsb_seq_path(p, sizeof(p));
-    int fd = open(p, O_RDONLY);
-    if (fd < 0)
-        fsb_die("open %s (seqread needs seqwrite)", p);
+    int fd = fsb_open_seq(p, sizeof(p), O_RDONLY, "seqread");
     (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED); /* advisory: ignore failure */
-    long long want = (long long)o->seq_mib << 20, got = 0;
+    long long want = (long long)o->seq_mib << 20;
     double t0 = fsb_now();
-    for (;;) {
-        ssize_t n = read(fd, fsb_buf, FSB_IO);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            fsb_die("read %s", p);
-        if (n == 0)
-            break;
-        got += n;
-    }
+    long long got = fsb_read_all(fd, p);
     double el = fsb_now() - t0;
-    if (close(fd))
-        fsb_die("close %s", p);
+    fsb_close(fd, p, 0);
     if (got != want) {
         errno = EIO;
         fsb_die("read %lld bytes of %s, wrote %lld", got, p, want);
@@ -360,10 +411,7 @@ static void fsb_phase_seqread(const fsb_opts *o)
 static void fsb_phase_randwrite(const fsb_opts *o)
 {
     char p[4096];
-    fsb_seq_path(p, sizeof(p));
-    int fd = open(p, O_WRONLY);
-    if (fd < 0)
-        fsb_die("open %s (randwrite needs seqwrite)", p);
+    int fd = fsb_open_seq(p, sizeof(p), O_WRONLY, "randwrite");
     uint64_t pages = ((uint64_t)o->seq_mib << 20) / FSB_PAGE, x = 0x9E3779B97F4A7C15ull;
     double t0 = fsb_now();
     for (long i = 0; i < o->rand_ops; i++) {
@@ -376,36 +424,29 @@ static void fsb_phase_randwrite(const fsb_opts *o)
         if (n != (ssize_t)FSB_PAGE)
             fsb_die("pwrite %s at %lld", p, (long long)off);
     }
-    if (fsync(fd))
-        fsb_die("fsync %s", p);
-    if (close(fd))
-        fsb_die("close %s", p);
+    fsb_close(fd, p, 1);
     double el = fsb_now() - t0;
-    fsb_report("randwrite", o->rand_ops / el, "ops/s", "%ld x 4 KiB in a %ld MiB file + fsync in %.3f s",
-               o->rand_ops, o->seq_mib, el);
+    fsb_report("randwrite", o->rand_ops / el, "ops/s",
+               "%ld x 4 KiB in a %ld MiB file + fsync in %.3f s", o->rand_ops, o->seq_mib, el);
+}
+
+static void fsb_fsynccreate_one(const fsb_opts *o, long i, const char *tag)
+{
+    char p[4096];
+    (void)o;
+    (void)tag;
+    fsb_path(p, sizeof(p), "%s/synced/s%07ld", fsb_root, i);
+    fsb_create_file(p, FSB_PAGE, 1);
 }
 
 static void fsb_phase_fsynccreate(const fsb_opts *o)
 {
     char p[4096];
     fsb_path(p, sizeof(p), "%s/synced", fsb_root);
-    if (mkdir(p, 0755))
-        fsb_die("mkdir %s", p);
-    double t0 = fsb_now();
-    for (long i = 0; i < o->sync_files; i++) {
-        fsb_path(p, sizeof(p), "%s/synced/s%07ld", fsb_root, i);
-        int fd = open(p, O_WRONLY | O_CREAT | O_EXCL, 0644);
-        if (fd < 0)
-            fsb_die("create %s", p);
-        fsb_write_all(fd, fsb_buf, FSB_PAGE, p);
-        if (fsync(fd))
-            fsb_die("fsync %s", p);
-        if (close(fd))
-            fsb_die("close %s", p);
-    }
-    double el = fsb_now() - t0;
-    fsb_report("fsynccreate", o->sync_files / el, "files/s", "%ld x (create, 4 KiB, fsync) in %.3f s",
-               o->sync_files, el);
+    fsb_mkdir(p);
+    double el = fsb_timed(o, o->sync_files, fsb_fsynccreate_one, NULL);
+    fsb_report("fsynccreate", o->sync_files / el, "files/s",
+               "%ld x (create, 4 KiB, fsync) in %.3f s", o->sync_files, el);
 }
 
 static void fsb_phase_dirrename(const fsb_opts *o)
@@ -413,16 +454,10 @@ static void fsb_phase_dirrename(const fsb_opts *o)
     char a[4096], b[4096], p[4096];
     fsb_path(a, sizeof(a), "%s/bigdir", fsb_root);
     fsb_path(b, sizeof(b), "%s/bigdir.renamed", fsb_root);
-    if (mkdir(a, 0755))
-        fsb_die("mkdir %s", a);
+    fsb_mkdir(a);
     for (long i = 0; i < o->dir_files; i++) {
         fsb_path(p, sizeof(p), "%s/e%07ld", a, i);
-        int fd = open(p, O_WRONLY | O_CREAT | O_EXCL, 0644);
-        if (fd < 0)
-            fsb_die("create %s", p);
-        fsb_write_all(fd, fsb_buf, 16, p);
-        if (close(fd))
-            fsb_die("close %s", p);
+        fsb_create_file(p, 16, 0);
     }
     double t0 = fsb_now();
     if (rename(a, b))
@@ -450,26 +485,61 @@ static void fsb_phase_fdatasync(const fsb_opts *o)
             fsb_die("fdatasync %s", p);
     }
     double el = fsb_now() - t0;
-    if (close(fd))
-        fsb_die("close %s", p);
+    fsb_close(fd, p, 0);
     fsb_report("fdatasync", n / el, "ops/s", "%ld x (4 KiB append, fdatasync) in %.3f s", n, el);
 }
 
-static const char *const fsb_all_phases[] = {
-    "create", "stat", "read", "readdir", "rename", "unlink", "seqwrite", "seqread",
-    "randwrite", "fsynccreate", "dirrename", "fdatasync", NULL};
+/* The phases in the order they run. A phase runs when -p names it (default: all but
+ * fdatasync) and every state bit it needs was made by an earlier phase. */
+typedef struct fsb_phase {
+    const char *name;
+    void (*run)(const fsb_opts *o);
+    unsigned needs; /* FSB_* bits it needs */
+    unsigned makes; /* FSB_* bits it sets */
+} fsb_phase;
+
+static const fsb_phase fsb_phases[] = {
+    {"create", fsb_phase_create, 0, FSB_SMALL},
+    {"stat", fsb_phase_stat, FSB_SMALL, 0},
+    {"read", fsb_phase_read, FSB_SMALL, 0},
+    {"readdir", fsb_phase_readdir, FSB_SMALL, 0},
+    {"rename", fsb_phase_rename, FSB_SMALL, FSB_RENAMED},
+    {"unlink", fsb_phase_unlink, FSB_SMALL, 0},
+    {"seqwrite", fsb_phase_seqwrite, 0, FSB_SEQ},
+    {"seqread", fsb_phase_seqread, FSB_SEQ, 0},
+    {"randwrite", fsb_phase_randwrite, FSB_SEQ, 0},
+    {"fsynccreate", fsb_phase_fsynccreate, 0, 0},
+    {"dirrename", fsb_phase_dirrename, 0, 0},
+    {"fdatasync", fsb_phase_fdatasync, 0, 0},
+    {NULL, NULL, 0, 0},
+};
+
+/* Splits the next item off the comma-separated list at *p: sets *item to it, advances *p
+ * past it and its comma, returns its length. */
+static size_t fsb_list_next(const char **p, const char **item)
+{
+    const char *e = strchr(*p, ',');
+    size_t n = e ? (size_t)(e - *p) : strlen(*p);
+    *item = *p;
+    *p += n + (e ? 1 : 0);
+    return n;
+}
+
+/* 1 if the n bytes at item spell name. */
+static int fsb_item_is(const char *item, size_t n, const char *name)
+{
+    return strlen(name) == n && !strncmp(item, name, n);
+}
 
 static int fsb_wants(const char *phases, const char *name)
 {
     if (!phases)
         return strcmp(name, "fdatasync") != 0;
-    size_t len = strlen(name);
     for (const char *p = phases; *p;) {
-        const char *e = strchr(p, ',');
-        size_t n = e ? (size_t)(e - p) : strlen(p);
-        if (n == len && !strncmp(p, name, n))
+        const char *item;
+        size_t n = fsb_list_next(&p, &item);
+        if (fsb_item_is(item, n, name))
             return 1;
-        p += n + (e ? 1 : 0);
     }
     return 0;
 }
@@ -504,6 +574,22 @@ static long fsb_num(const char *s, const char *opt, long min)
     return v;
 }
 
+/* Exits 2 unless every item of the -p list names a phase. */
+static void fsb_check_phases(const char *phases)
+{
+    for (const char *p = phases; p && *p;) {
+        const char *item;
+        size_t n = fsb_list_next(&p, &item);
+        int found = 0;
+        for (const fsb_phase *ph = fsb_phases; ph->name; ph++)
+            found |= fsb_item_is(item, n, ph->name);
+        if (!found) {
+            fprintf(stderr, "fsbench: unknown phase '%.*s'\n", (int)n, item);
+            exit(2);
+        }
+    }
+}
+
 static void fsb_parse(int argc, char **argv, fsb_opts *o)
 {
     int c;
@@ -525,17 +611,26 @@ static void fsb_parse(int argc, char **argv, fsb_opts *o)
         exit(2);
     }
     o->dir = argv[optind];
-    for (const char *p = o->phases; p && *p;) {
-        const char *e = strchr(p, ',');
-        size_t n = e ? (size_t)(e - p) : strlen(p);
-        int found = 0;
-        for (int i = 0; fsb_all_phases[i]; i++)
-            found |= strlen(fsb_all_phases[i]) == n && !strncmp(p, fsb_all_phases[i], n);
-        if (!found) {
-            fprintf(stderr, "fsbench: unknown phase '%.*s'\n", (int)n, p);
-            exit(2);
-        }
-        p += n + (e ? 1 : 0);
+    fsb_check_phases(o->phases);
+}
+
+/* Fills fsb_buf and creates the work directory fsb_root. */
+static void fsb_setup(const fsb_opts *o)
+{
+    size_t bufsz = FSB_IO > (size_t)o->fsize ? FSB_IO : (size_t)o->fsize;
+    fsb_buf = malloc(bufsz);
+    if (!fsb_buf) {
+        errno = ENOMEM;
+        fsb_die("buffer of %zu bytes", bufsz);
+    }
+    for (size_t i = 0; i < bufsz; i++) /* incompressible-ish, deterministic */
+        fsb_buf[i] = (char)((i * 2654435761u) >> 13);
+    fsb_path(fsb_root, sizeof(fsb_root), "%s/fsbench.%ld", o->dir, (long)getpid());
+    if (mkdir(fsb_root, 0755)) {
+        int e = errno;
+        fsb_root[0] = 0;
+        errno = e;
+        fsb_die("mkdir %s/fsbench.%ld", o->dir, (long)getpid());
     }
 }
 
@@ -544,53 +639,13 @@ int main(int argc, char **argv)
     fsb_opts o = {.files = 10000, .fsize = 4096, .seq_mib = 256, .rand_ops = 20000,
                   .sync_files = 1000, .dir_files = 10000};
     fsb_parse(argc, argv, &o);
-    size_t bufsz = FSB_IO > (size_t)o.fsize ? FSB_IO : (size_t)o.fsize;
-    fsb_buf = malloc(bufsz);
-    if (!fsb_buf) {
-        errno = ENOMEM;
-        fsb_die("buffer of %zu bytes", bufsz);
+    fsb_setup(&o);
+    for (const fsb_phase *ph = fsb_phases; ph->name; ph++) {
+        if ((fsb_done & ph->needs) == ph->needs && fsb_wants(o.phases, ph->name)) {
+            ph->run(&o);
+            fsb_done |= ph->makes;
+        }
     }
-    for (size_t i = 0; i < bufsz; i++) /* incompressible-ish, deterministic */
-        fsb_buf[i] = (char)((i * 2654435761u) >> 13);
-    fsb_path(fsb_root, sizeof(fsb_root), "%s/fsbench.%ld", o.dir, (long)getpid());
-    if (mkdir(fsb_root, 0755)) {
-        int e = errno;
-        fsb_root[0] = 0;
-        errno = e;
-        fsb_die("mkdir %s/fsbench.%ld", o.dir, (long)getpid());
-    }
-    int created = 0, renamed = 0;
-    if (fsb_wants(o.phases, "create")) {
-        fsb_phase_create(&o);
-        created = 1;
-    }
-    if (created && fsb_wants(o.phases, "stat"))
-        fsb_phase_stat(&o);
-    if (created && fsb_wants(o.phases, "read"))
-        fsb_phase_read(&o);
-    if (created && fsb_wants(o.phases, "readdir"))
-        fsb_phase_readdir(&o);
-    if (created && fsb_wants(o.phases, "rename")) {
-        fsb_phase_rename(&o);
-        renamed = 1;
-    }
-    if (created && fsb_wants(o.phases, "unlink"))
-        fsb_phase_unlink(&o, renamed);
-    int seq = 0;
-    if (fsb_wants(o.phases, "seqwrite")) {
-        fsb_phase_seqwrite(&o);
-        seq = 1;
-    }
-    if (seq && fsb_wants(o.phases, "seqread"))
-        fsb_phase_seqread(&o);
-    if (seq && fsb_wants(o.phases, "randwrite"))
-        fsb_phase_randwrite(&o);
-    if (fsb_wants(o.phases, "fsynccreate"))
-        fsb_phase_fsynccreate(&o);
-    if (fsb_wants(o.phases, "dirrename"))
-        fsb_phase_dirrename(&o);
-    if (fsb_wants(o.phases, "fdatasync"))
-        fsb_phase_fdatasync(&o);
     int rc = fsb_rmtree(fsb_root);
     if (rc) {
         char root[sizeof(fsb_root)];

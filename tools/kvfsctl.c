@@ -21,6 +21,12 @@
  *     directory itself with kv_open and uses fs/layout.c directly.
  * ctl_store_open() picks the backend; no command knows which one it got.
  *
+ * Commands are rows of ctl_commands: operand count, options (--ttl, -l) and open mode. The
+ * common path is ctl_run_body: ctl_begin parses the options and checks the operand count,
+ * ctl_with_store opens the store in the row's mode, runs the row's body and closes the store.
+ * snapshot, check and checkpoint have a run function of their own (they check operands
+ * first, or open differently) built from the same pieces.
+ *
  * Invariants kept:
  *   - Read commands (get, ls, history, snapshot list, stats, check) open the store read-only
  *     and never create it; write commands open it read-write, and only `put` and
@@ -61,11 +67,6 @@ typedef struct ctl_globals {
     const char *data_dir;   /* resolved data directory */
     uint64_t history_ms;    /* history retention passed to kv_open */
 } ctl_globals;
-
-/* Default retention: keep every version. kvfsctl does not know the window the store's owner
- * (the daemon) uses, and the window is not stored in the data directory; a shorter window
- * would let `kvfsctl compact` (or a flush) discard history the owner still wants, and would
- * hide retained versions from `history`. */
 
 /* ===================================================================== store access ==== */
 
@@ -404,9 +405,11 @@ static const char *ctl_reason(const ctl_backend *be, int rc)
     return strerror(-rc);
 }
 
-static void ctl_fail(const ctl_backend *be, const char *what, int rc)
+/* Prints the error line for operation what; returns CTL_EXIT_FAIL. */
+static int ctl_fail(const ctl_backend *be, const char *what, int rc)
 {
     fprintf(stderr, "kvfsctl: %s: %s\n", what, ctl_reason(be, rc));
+    return CTL_EXIT_FAIL;
 }
 
 /* Opens the store without reporting: through the daemon when DATA_DIR/kvfs.sock answers,
@@ -467,10 +470,10 @@ static int ctl_store_close(ctl_store *st, const ctl_globals *g, int code)
     return code;
 }
 
-/* Reports the failure rc of an operation on path key. Path errors read like the shell's
- * ("No such file or directory"); other failures give the backend's message. */
+/* Reports the failure rc of an operation on path key; returns CTL_EXIT_FAIL. Path errors read
+ * like the shell's ("No such file or directory"); other failures give the backend's message. */
 static const char *ctl_key_label(const char *key);
-static void ctl_key_fail(const ctl_store *st, const char *key, int rc)
+static int ctl_key_fail(const ctl_store *st, const char *key, int rc)
 {
     const char *msg = st->be->error_text();
     const char *reason;
@@ -481,6 +484,7 @@ static void ctl_key_fail(const ctl_store *st, const char *key, int rc)
     else
         reason = ctl_reason(st->be, rc);
     fprintf(stderr, "kvfsctl: %s: %s\n", ctl_key_label(key), reason);
+    return CTL_EXIT_FAIL;
 }
 
 /* ========================================================================= helpers ==== */
@@ -591,7 +595,8 @@ static int ctl_parse_u64(const char *s, uint64_t *out)
     return 0;
 }
 
-/* Reads all of stdin, at most LAYOUT_MAX_PUT bytes (the largest file put writes). OUT: *buf (malloc'd), *len. */
+/* Reads all of stdin, at most LAYOUT_MAX_PUT bytes (the largest file put writes).
+ * OUT: *buf (malloc'd), *len. */
 static int ctl_read_stdin(void **buf, size_t *len)
 {
     size_t cap = 64 * 1024, n = 0;
@@ -644,11 +649,31 @@ static int ctl_finish_stdout(int code)
 
 /* ======================================================================== commands ==== */
 
+/* ctl_command.flags: the options a command takes and how it opens the store. */
+#define CTL_OPT_TTL 0x1u  /* takes --ttl SECONDS */
+#define CTL_OPT_LONG 0x2u /* takes -l, --long */
+#define CTL_WRITE 0x4u    /* opens the store read-write (else read-only) */
+#define CTL_CREATE 0x8u   /* with CTL_WRITE: creates a missing store */
+
+/* A command's operands and options, as ctl_begin parsed them. */
+typedef struct ctl_args {
+    char **v;     /* the operands: v[0..n-1] */
+    int n;
+    uint64_t ttl; /* --ttl SECONDS, 0 when not given */
+    int lflag;    /* -l given */
+} ctl_args;
+
+/* The part of a command that works on the open store; returns the exit code. */
+typedef int (*ctl_body_fn)(ctl_store *st, const ctl_args *a, const ctl_globals *g);
+
 typedef struct ctl_command {
     const char *name;
     const char *args;    /* usage after the name */
     const char *summary; /* one line for `kvfsctl --help` */
     const char *details; /* extra lines for `kvfsctl NAME --help`, may be NULL */
+    int min_ops, max_ops; /* operand count */
+    unsigned flags;       /* CTL_OPT_*, CTL_WRITE, CTL_CREATE */
+    ctl_body_fn body;     /* run by ctl_run_body; NULL: run does it all */
     int (*run)(const struct ctl_command *cmd, int argc, char **argv, const ctl_globals *g);
 } ctl_command;
 
@@ -667,10 +692,9 @@ static int ctl_usage_error(const ctl_command *c, const char *fmt, const char *ar
     return CTL_EXIT_USAGE;
 }
 
-/* Parses a command's options. Knows --help (always) and --ttl when ttl is non-NULL and -l
- * when lflag is non-NULL. Returns -1 to continue with argv[optind..], or an exit code. */
-static int ctl_parse_opts(const ctl_command *c, int argc, char **argv, uint64_t *ttl,
-                          int *lflag)
+/* Parses a command's options into *a. Knows --help (always), --ttl and -l when c->flags
+ * allows them. Returns -1 to continue with argv[optind..], or an exit code. */
+static int ctl_parse_opts(const ctl_command *c, int argc, char **argv, ctl_args *a)
 {
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'h'},
@@ -687,16 +711,16 @@ static int ctl_parse_opts(const ctl_command *c, int argc, char **argv, uint64_t 
             ctl_command_usage(stdout, c);
             return ctl_finish_stdout(CTL_EXIT_OK);
         case 't':
-            if (!ttl)
+            if (!(c->flags & CTL_OPT_TTL))
                 return ctl_usage_error(c, "unknown option '%s'", "--ttl");
-            if (ctl_parse_u64(optarg, ttl) < 0 || *ttl == 0 || *ttl > UINT64_MAX / 2000)
+            if (ctl_parse_u64(optarg, &a->ttl) < 0 || a->ttl == 0 || a->ttl > UINT64_MAX / 2000)
                 return ctl_usage_error(c, "--ttl needs a positive number of seconds, not '%s'",
                                        optarg);
             break;
         case 'l':
-            if (!lflag)
+            if (!(c->flags & CTL_OPT_LONG))
                 return ctl_usage_error(c, "unknown option '%s'", "-l");
-            *lflag = 1;
+            a->lflag = 1;
             break;
         case ':':
             return ctl_usage_error(c, "option '%s' needs an argument", argv[optind - 1]);
@@ -707,106 +731,98 @@ static int ctl_parse_opts(const ctl_command *c, int argc, char **argv, uint64_t 
     return -1;
 }
 
-/* Checks that the command got between lo and hi operands. */
-static int ctl_operands(const ctl_command *c, int n, int lo, int hi)
+/* The prologue of every command: parses its options, checks that it got between
+ * c->min_ops and c->max_ops operands and fills *a. Returns -1 to go on, or the exit code to
+ * return at once (--help printed, or the usage error reported). */
+static int ctl_begin(const ctl_command *c, int argc, char **argv, ctl_args *a)
 {
-    if (n < lo)
+    memset(a, 0, sizeof(*a));
+    int r = ctl_parse_opts(c, argc, argv, a);
+    if (r >= 0)
+        return r;
+    a->v = argv + optind;
+    a->n = argc - optind;
+    if (a->n < c->min_ops)
         return ctl_usage_error(c, "missing operand%s", "");
-    if (n > hi)
+    if (a->n > c->max_ops)
         return ctl_usage_error(c, "too many operands%s", "");
     return -1;
 }
 
-static int cmd_get(const ctl_command *c, int argc, char **argv, const ctl_globals *g)
+/* Opens the store as flags say (CTL_WRITE, CTL_CREATE), runs body on it and closes it. */
+static int ctl_with_store(const ctl_globals *g, unsigned flags, ctl_body_fn body,
+                          const ctl_args *a)
 {
-    int r = ctl_parse_opts(c, argc, argv, NULL, NULL);
-    if (r < 0)
-        r = ctl_operands(c, argc - optind, 1, 1);
+    ctl_store *st;
+    if (ctl_store_open(g, !!(flags & CTL_WRITE), !!(flags & CTL_CREATE), &st) < 0)
+        return CTL_EXIT_FAIL;
+    return ctl_store_close(st, g, body(st, a, g));
+}
+
+/* The whole of a command that has a body: prologue, store, body, close. */
+static int ctl_run_body(const ctl_command *c, int argc, char **argv, const ctl_globals *g)
+{
+    ctl_args a;
+    int r = ctl_begin(c, argc, argv, &a);
     if (r >= 0)
         return r;
-    const char *key = argv[optind];
-    ctl_store *st;
-    if (ctl_store_open(g, 0, 0, &st) < 0)
-        return CTL_EXIT_FAIL;
+    return ctl_with_store(g, c->flags, c->body, &a);
+}
+
+static int get_body(ctl_store *st, const ctl_args *a, const ctl_globals *g)
+{
+    (void)g;
+    const char *key = a->v[0];
     void *val = NULL;
     size_t vlen = 0;
-    int code = CTL_EXIT_OK;
+    int code;
     int rc = st->be->get(st, key, strlen(key), &val, &vlen);
-    if (rc < 0) {
-        ctl_key_fail(st, key, rc);
-        code = CTL_EXIT_FAIL;
-    } else {
-        if (vlen && fwrite(val, 1, vlen, stdout) != vlen)
-            code = CTL_EXIT_FAIL;
-        code = ctl_finish_stdout(code);
-    }
+    if (rc < 0)
+        code = ctl_key_fail(st, key, rc);
+    else
+        code = ctl_finish_stdout(vlen && fwrite(val, 1, vlen, stdout) != vlen ? CTL_EXIT_FAIL
+                                                                              : CTL_EXIT_OK);
     free(val);
-    return ctl_store_close(st, g, code);
+    return code;
 }
 
-static int cmd_put(const ctl_command *c, int argc, char **argv, const ctl_globals *g)
+/* Reports the failure rc of ctl_read_stdin. */
+static int put_stdin_fail(int rc)
 {
-    uint64_t ttl = 0;
-    int r = ctl_parse_opts(c, argc, argv, &ttl, NULL);
-    if (r < 0)
-        r = ctl_operands(c, argc - optind, 1, 2);
-    if (r >= 0)
-        return r;
-    const char *key = argv[optind];
-    int from_stdin = argc - optind == 1;
-    /* The store is opened before stdin is read: a busy store fails before consuming input. */
-    ctl_store *st;
-    if (ctl_store_open(g, 1, 1, &st) < 0)
-        return CTL_EXIT_FAIL;
+    if (rc == -EFBIG)
+        fprintf(stderr, "kvfsctl: stdin: value larger than the %u-byte limit\n",
+                LAYOUT_MAX_PUT);
+    else
+        fprintf(stderr, "kvfsctl: stdin: %s\n", strerror(-rc));
+    return CTL_EXIT_FAIL;
+}
+
+/* Runs with the store already open: a busy store fails before stdin is consumed. */
+static int put_body(ctl_store *st, const ctl_args *a, const ctl_globals *g)
+{
+    (void)g;
+    const char *key = a->v[0];
     void *buf = NULL;
-    const void *val = argv[optind + 1];
-    size_t vlen = from_stdin ? 0 : strlen(argv[optind + 1]);
-    int code = CTL_EXIT_OK;
-    int rc = 0;
-    if (from_stdin) {
-        rc = ctl_read_stdin(&buf, &vlen);
+    const void *val = a->v[1];
+    size_t vlen = a->n > 1 ? strlen(a->v[1]) : 0;
+    if (a->n == 1) {
+        int rc = ctl_read_stdin(&buf, &vlen);
+        if (rc < 0)
+            return put_stdin_fail(rc);
         val = buf;
-        if (rc == -EFBIG) {
-            fprintf(stderr, "kvfsctl: stdin: value larger than the %u-byte limit\n",
-                    LAYOUT_MAX_PUT);
-            code = CTL_EXIT_FAIL;
-            goto out;
-        }
-        if (rc < 0) {
-            fprintf(stderr, "kvfsctl: stdin: %s\n", strerror(-rc));
-            code = CTL_EXIT_FAIL;
-            goto out;
-        }
     }
-    uint64_t expire = ttl ? ctl_now_ms() + ttl * 1000u : 0;
-    rc = st->be->put(st, key, strlen(key), val, vlen, expire);
-    if (rc < 0) {
-        ctl_key_fail(st, key, rc);
-        code = CTL_EXIT_FAIL;
-    }
-out:
+    uint64_t expire = a->ttl ? ctl_now_ms() + a->ttl * 1000u : 0;
+    int rc = st->be->put(st, key, strlen(key), val, vlen, expire);
     free(buf);
-    return ctl_store_close(st, g, code);
+    return rc < 0 ? ctl_key_fail(st, key, rc) : CTL_EXIT_OK;
 }
 
-static int cmd_del(const ctl_command *c, int argc, char **argv, const ctl_globals *g)
+static int del_body(ctl_store *st, const ctl_args *a, const ctl_globals *g)
 {
-    int r = ctl_parse_opts(c, argc, argv, NULL, NULL);
-    if (r < 0)
-        r = ctl_operands(c, argc - optind, 1, 1);
-    if (r >= 0)
-        return r;
-    const char *key = argv[optind];
-    ctl_store *st;
-    if (ctl_store_open(g, 1, 0, &st) < 0)
-        return CTL_EXIT_FAIL;
-    int code = CTL_EXIT_OK;
+    (void)g;
+    const char *key = a->v[0];
     int rc = st->be->del(st, key, strlen(key));
-    if (rc < 0) {
-        ctl_key_fail(st, key, rc);
-        code = CTL_EXIT_FAIL;
-    }
-    return ctl_store_close(st, g, code);
+    return rc < 0 ? ctl_key_fail(st, key, rc) : CTL_EXIT_OK;
 }
 
 static int ls_print(void *arg, const void *key, size_t klen, const kv_entry_info *info)
@@ -824,111 +840,91 @@ static int ls_print(void *arg, const void *key, size_t klen, const kv_entry_info
     return 0;
 }
 
-static int cmd_ls(const ctl_command *c, int argc, char **argv, const ctl_globals *g)
+static int ls_body(ctl_store *st, const ctl_args *a, const ctl_globals *g)
 {
-    int lflag = 0;
-    int r = ctl_parse_opts(c, argc, argv, NULL, &lflag);
-    if (r < 0)
-        r = ctl_operands(c, argc - optind, 0, 1);
-    if (r >= 0)
-        return r;
-    const char *prefix = argc > optind ? argv[optind] : "";
-    ctl_store *st;
-    if (ctl_store_open(g, 0, 0, &st) < 0)
-        return CTL_EXIT_FAIL;
+    (void)g;
+    const char *prefix = a->n ? a->v[0] : "";
+    int lflag = a->lflag;
     int code = CTL_EXIT_OK;
     if (lflag)
         printf("%10s %10s %-20s %s\n", "SEQ", "SIZE", "EXPIRES", "PATH");
     int rc = st->be->list(st, prefix, strlen(prefix), ls_print, &lflag);
-    if (rc == -EIO && ferror(stdout)) {
+    if (rc == -EIO && ferror(stdout))
         code = CTL_EXIT_FAIL; /* reported by ctl_finish_stdout */
-    } else if (rc < 0) {
-        ctl_fail(st->be, *prefix ? prefix : "ls", rc);
-        code = CTL_EXIT_FAIL;
-    }
-    code = ctl_finish_stdout(code);
-    return ctl_store_close(st, g, code);
+    else if (rc < 0)
+        code = ctl_fail(st->be, *prefix ? prefix : "ls", rc);
+    return ctl_finish_stdout(code);
 }
 
-static int cmd_history(const ctl_command *c, int argc, char **argv, const ctl_globals *g)
+/* The table of user.kvfs.versions, from the one formatter both use (fs/layout.c). */
+static int history_print(const kv_version *list, size_t n)
 {
-    int r = ctl_parse_opts(c, argc, argv, NULL, NULL);
-    if (r < 0)
-        r = ctl_operands(c, argc - optind, 1, 1);
-    if (r >= 0)
-        return r;
-    const char *key = argv[optind];
-    ctl_store *st;
-    if (ctl_store_open(g, 0, 0, &st) < 0)
-        return CTL_EXIT_FAIL;
+    char *txt = NULL;
+    size_t len = 0;
+    int rc = layout_versions_format(list, n, &txt, &len);
+    if (rc < 0)
+        return rc;
+    if (len && fwrite(txt, 1, len, stdout) != len)
+        rc = -EIO;
+    free(txt);
+    return rc;
+}
+
+static int history_body(ctl_store *st, const ctl_args *a, const ctl_globals *g)
+{
+    (void)g;
+    const char *key = a->v[0];
     kv_version *list = NULL;
     size_t n = 0;
-    int code = CTL_EXIT_OK;
+    int code;
     int rc = st->be->history(st, key, strlen(key), &list, &n);
     if (rc >= 0 && n == 0)
         rc = -ENOENT;
-    if (rc < 0) {
-        ctl_key_fail(st, key, rc);
-        code = CTL_EXIT_FAIL;
-        goto out;
-    }
-    printf("%10s  %-20s  %10s  %s\n", "SEQ", "COMMITTED", "SIZE", "STATE");
-    for (size_t i = 0; i < n; i++) {
-        char when[40], exp[40];
-        ctl_iso_time(list[i].time_ms, when, sizeof(when));
-        printf("%10" PRIu64 "  %-20s  %10" PRIu64 "  ", list[i].seq, when, list[i].size);
-        if (list[i].deleted) {
-            printf("deleted\n");
-        } else if (list[i].expire_at_ms) {
-            ctl_iso_time(list[i].expire_at_ms, exp, sizeof(exp));
-            printf("expires %s\n", exp);
-        } else {
-            printf("\n");
-        }
-    }
-    code = ctl_finish_stdout(code);
-out:
+    if (rc >= 0)
+        rc = history_print(list, n);
+    code = rc < 0 ? ctl_key_fail(st, key, rc) : ctl_finish_stdout(CTL_EXIT_OK);
     free(list);
-    return ctl_store_close(st, g, code);
+    return code;
 }
 
-static int snap_create(const ctl_globals *g, const char *name)
+/* Reports a failure of snapshot name that has no message of its own. */
+static int snap_fail(const ctl_store *st, const char *name, int rc)
 {
-    ctl_store *st;
-    if (ctl_store_open(g, 1, 1, &st) < 0)
-        return CTL_EXIT_FAIL;
+    char what[KV_SNAPSHOT_NAME_MAX + 32];
+    snprintf(what, sizeof(what), "snapshot %s", name);
+    return ctl_fail(st->be, what, rc);
+}
+
+/* a->v: "create" NAME */
+static int snap_create_body(ctl_store *st, const ctl_args *a, const ctl_globals *g)
+{
+    (void)g;
+    const char *name = a->v[1];
     kv_snapinfo info;
-    int code = CTL_EXIT_OK;
     int rc = st->be->snap_create(st, name, &info);
     if (rc == -EEXIST) {
         fprintf(stderr, "kvfsctl: snapshot %s: already exists\n", name);
-        code = CTL_EXIT_FAIL;
-    } else if (rc < 0) {
-        char what[KV_SNAPSHOT_NAME_MAX + 32];
-        snprintf(what, sizeof(what), "snapshot %s", name);
-        ctl_fail(st->be, what, rc);
-        code = CTL_EXIT_FAIL;
-    } else {
-        char when[40];
-        ctl_iso_time(info.time_ms, when, sizeof(when));
-        printf("created snapshot %s at seq %" PRIu64 " (%s)\n", info.name, info.seq, when);
-        code = ctl_finish_stdout(code);
+        return CTL_EXIT_FAIL;
     }
-    return ctl_store_close(st, g, code);
+    if (rc < 0)
+        return snap_fail(st, name, rc);
+    char when[40];
+    ctl_iso_time(info.time_ms, when, sizeof(when));
+    printf("created snapshot %s at seq %" PRIu64 " (%s)\n", info.name, info.seq, when);
+    return ctl_finish_stdout(CTL_EXIT_OK);
 }
 
-static int snap_list(const ctl_globals *g)
+/* a->v: "list" */
+static int snap_list_body(ctl_store *st, const ctl_args *a, const ctl_globals *g)
 {
-    ctl_store *st;
-    if (ctl_store_open(g, 0, 0, &st) < 0)
-        return CTL_EXIT_FAIL;
+    (void)a;
+    (void)g;
     kv_snapinfo *list = NULL;
     size_t n = 0;
-    int code = CTL_EXIT_OK;
+    int code;
     int rc = st->be->snap_list(st, &list, &n);
     if (rc < 0) {
-        ctl_fail(st->be, "snapshot list", rc);
-        code = CTL_EXIT_FAIL;
+        code = ctl_fail(st->be, "snapshot list", rc);
     } else {
         printf("%-24s  %10s  %s\n", "NAME", "SEQ", "CREATED");
         for (size_t i = 0; i < n; i++) {
@@ -936,45 +932,38 @@ static int snap_list(const ctl_globals *g)
             ctl_iso_time(list[i].time_ms, when, sizeof(when));
             printf("%-24s  %10" PRIu64 "  %s\n", list[i].name, list[i].seq, when);
         }
-        code = ctl_finish_stdout(code);
+        code = ctl_finish_stdout(CTL_EXIT_OK);
     }
     free(list);
-    return ctl_store_close(st, g, code);
+    return code;
 }
 
-static int snap_delete(const ctl_globals *g, const char *name)
+/* a->v: "delete" NAME */
+static int snap_delete_body(ctl_store *st, const ctl_args *a, const ctl_globals *g)
 {
-    ctl_store *st;
-    if (ctl_store_open(g, 1, 0, &st) < 0)
-        return CTL_EXIT_FAIL;
-    int code = CTL_EXIT_OK;
+    (void)g;
+    const char *name = a->v[1];
     int rc = st->be->snap_delete(st, name);
     if (rc == -ENOENT) {
         fprintf(stderr, "kvfsctl: snapshot %s: No such snapshot\n", name);
-        code = CTL_EXIT_FAIL;
-    } else if (rc < 0) {
-        char what[KV_SNAPSHOT_NAME_MAX + 32];
-        snprintf(what, sizeof(what), "snapshot %s", name);
-        ctl_fail(st->be, what, rc);
-        code = CTL_EXIT_FAIL;
+        return CTL_EXIT_FAIL;
     }
-    return ctl_store_close(st, g, code);
+    return rc < 0 ? snap_fail(st, name, rc) : CTL_EXIT_OK;
 }
 
+/* Checks the subcommand and its operand, then runs it in the mode it needs. */
 static int cmd_snapshot(const ctl_command *c, int argc, char **argv, const ctl_globals *g)
 {
-    int r = ctl_parse_opts(c, argc, argv, NULL, NULL);
-    if (r < 0)
-        r = ctl_operands(c, argc - optind, 1, 2);
+    ctl_args a;
+    int r = ctl_begin(c, argc, argv, &a);
     if (r >= 0)
         return r;
-    const char *sub = argv[optind];
-    int nargs = argc - optind - 1;
-    const char *name = nargs ? argv[optind + 1] : NULL;
+    const char *sub = a.v[0];
+    const char *name = a.n > 1 ? a.v[1] : NULL;
     if (!strcmp(sub, "list")) {
-        if (nargs)
+        if (name)
             return ctl_usage_error(c, "'list' takes no operand%s", "");
-        return snap_list(g);
+        return ctl_with_store(g, 0, snap_list_body, &a);
     }
     if (strcmp(sub, "create") && strcmp(sub, "delete"))
         return ctl_usage_error(c, "unknown subcommand '%s'", sub);
@@ -982,7 +971,9 @@ static int cmd_snapshot(const ctl_command *c, int argc, char **argv, const ctl_g
         return ctl_usage_error(c, "'%s' needs a snapshot NAME", sub);
     if (strlen(name) > KV_SNAPSHOT_NAME_MAX)
         return ctl_usage_error(c, "snapshot name longer than 255 bytes: '%.40s...'", name);
-    return !strcmp(sub, "create") ? snap_create(g, name) : snap_delete(g, name);
+    if (!strcmp(sub, "create"))
+        return ctl_with_store(g, CTL_WRITE | CTL_CREATE, snap_create_body, &a);
+    return ctl_with_store(g, CTL_WRITE, snap_delete_body, &a);
 }
 
 static void stats_print(const ctl_backend *be, const kv_stats *s)
@@ -1030,49 +1021,26 @@ static void stats_print(const ctl_backend *be, const kv_stats *s)
     printf("sticky error          %s\n", s->sticky_error ? strerror(-s->sticky_error) : "none");
 }
 
-static int cmd_stats(const ctl_command *c, int argc, char **argv, const ctl_globals *g)
+static int stats_body(ctl_store *st, const ctl_args *a, const ctl_globals *g)
 {
-    int r = ctl_parse_opts(c, argc, argv, NULL, NULL);
-    if (r < 0)
-        r = ctl_operands(c, argc - optind, 0, 0);
-    if (r >= 0)
-        return r;
-    ctl_store *st;
-    if (ctl_store_open(g, 0, 0, &st) < 0)
-        return CTL_EXIT_FAIL;
+    (void)a;
     kv_stats s;
     memset(&s, 0, sizeof(s));
-    int code = CTL_EXIT_OK;
     int rc = st->be->stats(st, &s);
-    if (rc < 0) {
-        ctl_fail(st->be, "stats", rc);
-        code = CTL_EXIT_FAIL;
-    } else {
-        printf("store                 %s\n", g->data_dir);
-        printf("access                %s\n", st->be->access);
-        stats_print(st->be, &s);
-        code = ctl_finish_stdout(code);
-    }
-    return ctl_store_close(st, g, code);
+    if (rc < 0)
+        return ctl_fail(st->be, "stats", rc);
+    printf("store                 %s\n", g->data_dir);
+    printf("access                %s\n", st->be->access);
+    stats_print(st->be, &s);
+    return ctl_finish_stdout(CTL_EXIT_OK);
 }
 
-static int cmd_compact(const ctl_command *c, int argc, char **argv, const ctl_globals *g)
+static int compact_body(ctl_store *st, const ctl_args *a, const ctl_globals *g)
 {
-    int r = ctl_parse_opts(c, argc, argv, NULL, NULL);
-    if (r < 0)
-        r = ctl_operands(c, argc - optind, 0, 0);
-    if (r >= 0)
-        return r;
-    ctl_store *st;
-    if (ctl_store_open(g, 1, 0, &st) < 0)
-        return CTL_EXIT_FAIL;
-    int code = CTL_EXIT_OK;
+    (void)a;
+    (void)g;
     int rc = st->be->compact(st);
-    if (rc < 0) {
-        ctl_fail(st->be, "compact", rc);
-        code = CTL_EXIT_FAIL;
-    }
-    return ctl_store_close(st, g, code);
+    return rc < 0 ? ctl_fail(st->be, "compact", rc) : CTL_EXIT_OK;
 }
 
 typedef struct check_state {
@@ -1086,18 +1054,36 @@ static void check_report(void *arg, const char *line)
     printf("%s\n", line);
 }
 
+/* Runs the check on the open store and prints its summary; returns the exit code before
+ * stdout is flushed. */
+static int check_run(const ctl_backend *be, ctl_store *st, const ctl_globals *g)
+{
+    check_state cs = {0};
+    int rc = be->check(st, check_report, &cs);
+    if (rc < 0) {
+        ctl_fail(be, "check", rc);
+        return CTL_EXIT_USAGE;
+    }
+    if (rc == 0) {
+        printf("check: %s: clean, no problems found\n", g->data_dir);
+        return CTL_EXIT_OK;
+    }
+    printf("check: %s: %d problem%s found\n", g->data_dir, rc, rc == 1 ? "" : "s");
+    return CTL_EXIT_FAIL;
+}
+
+/* Not ctl_run_body: a store too damaged to open is a finding (exit 1), and a check that
+ * cannot run (open or close failing) exits 2. */
 static int cmd_check(const ctl_command *c, int argc, char **argv, const ctl_globals *g)
 {
-    int r = ctl_parse_opts(c, argc, argv, NULL, NULL);
-    if (r < 0)
-        r = ctl_operands(c, argc - optind, 0, 0);
+    ctl_args a;
+    int r = ctl_begin(c, argc, argv, &a);
     if (r >= 0)
         return r;
     const ctl_backend *be;
     ctl_store *st;
     int rc = ctl_store_try_open(g, 0, 0, &st, &be);
     if (rc == -EUCLEAN) {
-        /* The store is too damaged to open: that is a finding, not a failure to run. */
         printf("%s\n", ctl_reason(be, rc));
         printf("check: %s: 1 problem found (the store does not open)\n", g->data_dir);
         return ctl_finish_stdout(CTL_EXIT_FAIL);
@@ -1106,20 +1092,7 @@ static int cmd_check(const ctl_command *c, int argc, char **argv, const ctl_glob
         ctl_open_fail(g, be, rc, 0);
         return CTL_EXIT_USAGE;
     }
-    check_state cs = {0};
-    rc = be->check(st, check_report, &cs);
-    int code;
-    if (rc < 0) {
-        ctl_fail(be, "check", rc);
-        code = CTL_EXIT_USAGE;
-    } else if (rc == 0) {
-        printf("check: %s: clean, no problems found\n", g->data_dir);
-        code = CTL_EXIT_OK;
-    } else {
-        printf("check: %s: %d problem%s found\n", g->data_dir, rc, rc == 1 ? "" : "s");
-        code = CTL_EXIT_FAIL;
-    }
-    code = ctl_finish_stdout(code);
+    int code = ctl_finish_stdout(check_run(be, st, g));
     int crc = be->close(st);
     if (crc < 0 && code == CTL_EXIT_OK) {
         ctl_fail(be, g->data_dir, crc);
@@ -1128,32 +1101,30 @@ static int cmd_check(const ctl_command *c, int argc, char **argv, const ctl_glob
     return code;
 }
 
+static int checkpoint_body(ctl_store *st, const ctl_args *a, const ctl_globals *g)
+{
+    (void)g;
+    const char *dir = a->v[0];
+    int rc = st->be->checkpoint(st, dir);
+    if (rc < 0)
+        return ctl_fail(st->be, dir, rc);
+    printf("checkpoint written to %s\n", dir);
+    return ctl_finish_stdout(CTL_EXIT_OK);
+}
+
+/* Refuses a DIR inside the store before opening it. */
 static int cmd_checkpoint(const ctl_command *c, int argc, char **argv, const ctl_globals *g)
 {
-    int r = ctl_parse_opts(c, argc, argv, NULL, NULL);
-    if (r < 0)
-        r = ctl_operands(c, argc - optind, 1, 1);
+    ctl_args a;
+    int r = ctl_begin(c, argc, argv, &a);
     if (r >= 0)
         return r;
-    const char *dir = argv[optind];
-    if (ctl_path_inside(dir, g->data_dir)) {
+    if (ctl_path_inside(a.v[0], g->data_dir)) {
         fprintf(stderr, "kvfsctl: %s: a checkpoint must be outside the store's directory %s\n",
-                dir, g->data_dir);
+                a.v[0], g->data_dir);
         return CTL_EXIT_FAIL;
     }
-    ctl_store *st;
-    if (ctl_store_open(g, 1, 0, &st) < 0)
-        return CTL_EXIT_FAIL;
-    int code = CTL_EXIT_OK;
-    int rc = st->be->checkpoint(st, dir);
-    if (rc < 0) {
-        ctl_fail(st->be, dir, rc);
-        code = CTL_EXIT_FAIL;
-    } else {
-        printf("checkpoint written to %s\n", dir);
-        code = ctl_finish_stdout(code);
-    }
-    return ctl_store_close(st, g, code);
+    return ctl_with_store(g, c->flags, checkpoint_body, &a);
 }
 
 static const ctl_command ctl_commands[] = {
@@ -1161,40 +1132,42 @@ static const ctl_command ctl_commands[] = {
      "  PATH is a key of the filesystem view: get a/b/c prints MOUNTPOINT/a/b/c. Exits 1\n"
      "  with \"No such file or directory\" when there is no such file, and fails for a\n"
      "  directory, a symlink or a special file. Read-only.\n",
-     cmd_get},
+     1, 1, 0, get_body, NULL},
     {"put", "[--ttl SECONDS] PATH [VALUE]", "make the file PATH hold VALUE, or all of stdin",
      "  Missing parent directories are created (mode 0755); a new file gets mode 0644, an\n"
      "  existing one keeps its inode, mode and owner. At most 64 MiB.\n"
      "  --ttl SECONDS  the file expires (disappears) SECONDS from now.\n"
      "  Unmounted store: the write is synced before kvfsctl exits. Mounted store: the\n"
      "  daemon applies it and the mount shows it at once.\n",
-     cmd_put},
+     1, 2, CTL_OPT_TTL | CTL_WRITE | CTL_CREATE, put_body, NULL},
     {"del", "PATH", "remove the file PATH",
      "  Directories are not removed (\"Is a directory\"). A file still open through the\n"
      "  mount stays readable by its open descriptors.\n",
-     cmd_del},
+     1, 1, CTL_WRITE, del_body, NULL},
     {"ls", "[-l] [PREFIX]", "list the paths of regular files (starting with PREFIX)",
      "  PREFIX is a byte prefix of the path: 'users/al' lists users/alice/x and users/al.txt.\n"
      "  -l, --long  also print the sequence of the file's last change, its size and expiry.\n"
      "  Bytes that are not printable ASCII are shown as \\xNN, a backslash as \\\\.\n",
-     cmd_ls},
+     0, 1, CTL_OPT_LONG, ls_body, NULL},
     {"history", "PATH", "list every retained version of the file PATH, newest first",
      "  One version per change to the file. Columns: sequence, commit time (ISO-8601 UTC,\n"
      "  one-second resolution), file size at that version, and its expiry if it has one.\n",
-     cmd_history},
+     1, 1, 0, history_body, NULL},
     {"snapshot", "create NAME | list | delete NAME", "manage named snapshots",
      "  Named snapshots are durable and keep the store's state as of their creation.\n",
-     cmd_snapshot},
-    {"stats", "", "print store statistics", NULL, cmd_stats},
-    {"compact", "", "flush the memtable and compact the whole key range", NULL, cmd_compact},
+     1, 2, 0, NULL, cmd_snapshot},
+    {"stats", "", "print store statistics", NULL, 0, 0, 0, stats_body, NULL},
+    {"compact", "", "flush the memtable and compact the whole key range", NULL,
+     0, 0, CTL_WRITE, compact_body, NULL},
     {"check", "", "verify every checksum and the filesystem's consistency",
      "  Runs the engine's check of every live file, then the filesystem check (dangling\n"
      "  entries, link counts, bytes beyond a file's size, unmarked unlinked inodes).\n"
      "  Prints each problem found and a summary line. Exit status: 0 clean, 1 damage found,\n"
      "  2 the check could not run.\n",
-     cmd_check},
+     0, 0, 0, NULL, cmd_check},
     {"checkpoint", "DIR", "write a consistent copy of the store to the new directory DIR",
-     "  DIR must not exist; it opens as a store of its own.\n", cmd_checkpoint},
+     "  DIR must not exist; it opens as a store of its own.\n",
+     1, 1, CTL_WRITE, NULL, cmd_checkpoint},
 };
 
 #define CTL_NCOMMANDS (sizeof(ctl_commands) / sizeof(ctl_commands[0]))
@@ -1250,6 +1223,26 @@ static void ctl_main_usage(FILE *f, const char *defdir)
             defdir ? defdir : "(unknown: set --data)");
 }
 
+/* Runs the command argv[0] with its arguments argv[1..]. */
+static int ctl_dispatch(int argc, char **argv, const ctl_globals *g)
+{
+    for (size_t i = 0; i < CTL_NCOMMANDS; i++) {
+        const ctl_command *c = &ctl_commands[i];
+        if (strcmp(argv[0], c->name))
+            continue;
+        int wants_help = 0;
+        for (int j = 1; j < argc && strcmp(argv[j], "--"); j++)
+            wants_help |= !strcmp(argv[j], "--help") || !strcmp(argv[j], "-h");
+        if (!wants_help && (!g->data_dir || !*g->data_dir)) {
+            fprintf(stderr, "kvfsctl: no data directory: set --data DIR or KVFS_DATA\n");
+            return CTL_EXIT_USAGE;
+        }
+        return c->body ? ctl_run_body(c, argc, argv, g) : c->run(c, argc, argv, g);
+    }
+    fprintf(stderr, "kvfsctl: unknown command '%s' (see 'kvfsctl --help')\n", argv[0]);
+    return CTL_EXIT_USAGE;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -1294,22 +1287,5 @@ int main(int argc, char **argv)
         fprintf(stderr, "kvfsctl: no command given (see 'kvfsctl --help')\n");
         return CTL_EXIT_USAGE;
     }
-    const char *name = argv[optind];
-    for (size_t i = 0; i < CTL_NCOMMANDS; i++) {
-        const ctl_command *c = &ctl_commands[i];
-        if (strcmp(name, c->name))
-            continue;
-        int cargc = argc - optind;
-        char **cargv = argv + optind;
-        int wants_help = 0;
-        for (int j = 1; j < cargc && strcmp(cargv[j], "--"); j++)
-            wants_help |= !strcmp(cargv[j], "--help") || !strcmp(cargv[j], "-h");
-        if (!wants_help && (!g.data_dir || !*g.data_dir)) {
-            fprintf(stderr, "kvfsctl: no data directory: set --data DIR or KVFS_DATA\n");
-            return CTL_EXIT_USAGE;
-        }
-        return c->run(c, cargc, cargv, &g);
-    }
-    fprintf(stderr, "kvfsctl: unknown command '%s' (see 'kvfsctl --help')\n", name);
-    return CTL_EXIT_USAGE;
+    return ctl_dispatch(argc - optind, argv + optind, &g);
 }
