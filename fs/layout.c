@@ -1404,7 +1404,8 @@ int layout_history_name(layout_fs *fs, uint64_t parent, const char *name, size_t
         free(out);
         return rc;
     }
-    qsort(out, on, sizeof(*out), version_cmp);
+    if (on > 1)
+        qsort(out, on, sizeof(*out), version_cmp);
     *list = out;
     *n = on;
     return 0;
@@ -1422,7 +1423,7 @@ int layout_history_ino(layout_fs *fs, uint64_t ino, kv_version **list, size_t *n
     else if (rc == 0)
         rc = history_add_ino(fs, ino, NULL, 0, 1, list, n, &cap);
     free(links);
-    if (rc == 0)
+    if (rc == 0 && *n > 1)
         qsort(*list, *n, sizeof(**list), version_cmp);
     return rc;
 }
@@ -1766,7 +1767,7 @@ int layout_check(layout_fs *fs, kv_report_fn report, void *arg)
     c.ro.snapshot = snap;
     c.ro.time_ms = 1; /* expired but not yet reaped inodes still count (I4) */
     rc = check_inodes(&c, &v, &n);
-    if (rc == 0)
+    if (rc == 0 && n > 1)
         qsort(v, n, sizeof(*v), ino_cmp);
     if (rc == 0 && n > 0 && !check_find(v, n, LAYOUT_ROOT_INO))
         check_report(&c, "the root directory (inode 1) has no record");

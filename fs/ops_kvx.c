@@ -257,7 +257,8 @@ int kvfs_expired_pending(kvfs *fs, uint64_t **inos, size_t *n)
         *n = 0;
         return rc;
     }
-    qsort(v, *n, sizeof(*v), u64_cmp);
+    if (*n > 1)
+        qsort(v, *n, sizeof(*v), u64_cmp);
     *inos = v;
     return 0;
 }
