@@ -387,8 +387,7 @@ static void fsb_phase_seqwrite(const fsb_opts *o)
     }
     fsb_close(fd, p, 1);
     double el = fsb_now() - t0;
-    fsb_report("seqwrite", bytes / el / 1e6, "MB/s", "%ld MiB + fsync in %.3f s", o->seq_mib,
-               el);
+    fsb_report("seqwrite", bytes / el / 1e6, "MB/s", "%ld MiB + fsync in %.3f s", o->seq_mib, el);
 }
 
 static void fsb_phase_seqread(const fsb_opts *o)
@@ -595,15 +594,34 @@ static void fsb_parse(int argc, char **argv, fsb_opts *o)
     int c;
     while ((c = getopt(argc, argv, "n:z:m:r:f:d:p:h")) != -1) {
         switch (c) {
-        case 'n': o->files = fsb_num(optarg, "-n", 1); break;
-        case 'z': o->fsize = fsb_num(optarg, "-z", 0); break;
-        case 'm': o->seq_mib = fsb_num(optarg, "-m", 1); break;
-        case 'r': o->rand_ops = fsb_num(optarg, "-r", 1); o->rand_ops_set = 1; break;
-        case 'f': o->sync_files = fsb_num(optarg, "-f", 1); break;
-        case 'd': o->dir_files = fsb_num(optarg, "-d", 0); break;
-        case 'p': o->phases = optarg; break;
-        case 'h': fsb_usage(stdout); exit(0);
-        default: fsb_usage(stderr); exit(2);
+        case 'n':
+            o->files = fsb_num(optarg, "-n", 1);
+            break;
+        case 'z':
+            o->fsize = fsb_num(optarg, "-z", 0);
+            break;
+        case 'm':
+            o->seq_mib = fsb_num(optarg, "-m", 1);
+            break;
+        case 'r':
+            o->rand_ops = fsb_num(optarg, "-r", 1);
+            o->rand_ops_set = 1;
+            break;
+        case 'f':
+            o->sync_files = fsb_num(optarg, "-f", 1);
+            break;
+        case 'd':
+            o->dir_files = fsb_num(optarg, "-d", 0);
+            break;
+        case 'p':
+            o->phases = optarg;
+            break;
+        case 'h':
+            fsb_usage(stdout);
+            exit(0);
+        default:
+            fsb_usage(stderr);
+            exit(2);
         }
     }
     if (optind != argc - 1) {
@@ -636,8 +654,12 @@ static void fsb_setup(const fsb_opts *o)
 
 int main(int argc, char **argv)
 {
-    fsb_opts o = {.files = 10000, .fsize = 4096, .seq_mib = 256, .rand_ops = 20000,
-                  .sync_files = 1000, .dir_files = 10000};
+    fsb_opts o = {.files = 10000,
+                  .fsize = 4096,
+                  .seq_mib = 256,
+                  .rand_ops = 20000,
+                  .sync_files = 1000,
+                  .dir_files = 10000};
     fsb_parse(argc, argv, &o);
     fsb_setup(&o);
     for (const fsb_phase *ph = fsb_phases; ph->name; ph++) {

@@ -400,9 +400,8 @@ static void hist_print(const hist *h, const char *what)
     printf("Min: %.3f  Median: %.4f  Max: %.3f\n", h->count ? (double)h->min / 1e3 : 0.0,
            hist_percentile(h, 50) / 1e3, (double)h->max / 1e3);
     printf("Percentiles: P50: %.2f P75: %.2f P99: %.2f P99.9: %.2f P99.99: %.2f\n",
-           hist_percentile(h, 50) / 1e3, hist_percentile(h, 75) / 1e3,
-           hist_percentile(h, 99) / 1e3, hist_percentile(h, 99.9) / 1e3,
-           hist_percentile(h, 99.99) / 1e3);
+           hist_percentile(h, 50) / 1e3, hist_percentile(h, 75) / 1e3, hist_percentile(h, 99) / 1e3,
+           hist_percentile(h, 99.9) / 1e3, hist_percentile(h, 99.99) / 1e3);
     printf("------------------------------------------------------\n");
     double cum = 0;
     for (unsigned i = 0; i < HIST_BUCKETS; i++) {
@@ -412,8 +411,8 @@ static void hist_print(const hist *h, const char *what)
         hist_bounds(i, &lo, &hi);
         double pct = 100.0 * (double)h->b[i] / n;
         cum += pct;
-        printf("[ %10.3f, %10.3f ) %8" PRIu64 " %7.3f%% %7.3f%% ", lo / 1e3, hi / 1e3, h->b[i],
-               pct, cum);
+        printf("[ %10.3f, %10.3f ) %8" PRIu64 " %7.3f%% %7.3f%% ", lo / 1e3, hi / 1e3, h->b[i], pct,
+               cum);
         for (int k = 0; k < (int)(pct / 5.0 + 0.5); k++)
             putchar('#');
         putchar('\n');
@@ -634,10 +633,8 @@ typedef struct bench_def {
 } bench_def;
 
 static const bench_def bench_defs[] = {
-    {"fillseq", 1, 1, b_fillseq},
-    {"fillrandom", 1, 1, b_fillrandom},
-    {"overwrite", 0, 1, b_fillrandom},
-    {"readrandom", 0, 0, b_readrandom},
+    {"fillseq", 1, 1, b_fillseq},      {"fillrandom", 1, 1, b_fillrandom},
+    {"overwrite", 0, 1, b_fillrandom}, {"readrandom", 0, 0, b_readrandom},
     {"readseq", 0, 0, b_readseq},
 };
 
@@ -678,9 +675,8 @@ static void bench_report(const bench_def *b, bench_thread *ts, int n)
     if (h)
         snprintf(extra + len, sizeof(extra) - len, " (p99 %.3f micros)",
                  hist_percentile(h, 99) / 1e3);
-    printf("%-12s : %11.3f micros/op %ld ops/sec %.3f seconds %" PRIu64 " operations;%s\n",
-           b->name, busy * 1e6 / (double)ops, (long)((double)done / elapsed), elapsed, done,
-           extra);
+    printf("%-12s : %11.3f micros/op %ld ops/sec %.3f seconds %" PRIu64 " operations;%s\n", b->name,
+           busy * 1e6 / (double)ops, (long)((double)done / elapsed), elapsed, done, extra);
     if (FL.histogram && h)
         hist_print(h, b->writes ? "write" : "read");
     fflush(stdout);

@@ -64,8 +64,8 @@
 
 /* Global settings, from the options before the command. */
 typedef struct ctl_globals {
-    const char *data_dir;   /* resolved data directory */
-    uint64_t history_ms;    /* history retention passed to kv_open */
+    const char *data_dir; /* resolved data directory */
+    uint64_t history_ms;  /* history retention passed to kv_open */
 } ctl_globals;
 
 /* ===================================================================== store access ==== */
@@ -88,8 +88,7 @@ typedef struct ctl_backend {
                uint64_t expire_at_ms);
     int (*del)(ctl_store *st, const void *key, size_t klen);
     int (*list)(ctl_store *st, const void *prefix, size_t plen, ctl_list_fn fn, void *arg);
-    int (*history)(ctl_store *st, const void *key, size_t klen, kv_version **list,
-                   size_t *n);
+    int (*history)(ctl_store *st, const void *key, size_t klen, kv_version **list, size_t *n);
     int (*snap_create)(ctl_store *st, const char *name, kv_snapinfo *info);
     int (*snap_list)(ctl_store *st, kv_snapinfo **list, size_t *n);
     int (*snap_delete)(ctl_store *st, const char *name);
@@ -102,9 +101,9 @@ typedef struct ctl_backend {
 
 struct ctl_store {
     const ctl_backend *be;
-    kv_db *db;       /* ctl_local */
-    layout_fs *lfs;  /* ctl_local */
-    ctl_conn *conn;  /* ctl_daemon */
+    kv_db *db;      /* ctl_local */
+    layout_fs *lfs; /* ctl_local */
+    ctl_conn *conn; /* ctl_daemon */
 };
 
 /* ---- ctl_local: the store opened in this process (kv.h + fs/layout.h) ---- */
@@ -146,8 +145,8 @@ static int local_open(const ctl_globals *g, int writable, int create, ctl_store 
     if (rc < 0)
         goto fail;
     /* A writable open creates the root directory of a new store (owned by this user). */
-    rc = local_lay(layout_open(st->db, !writable, (uint32_t)geteuid(), (uint32_t)getegid(),
-                               &st->lfs));
+    rc = local_lay(
+        layout_open(st->db, !writable, (uint32_t)geteuid(), (uint32_t)getegid(), &st->lfs));
     if (rc < 0) {
         kv_close(st->db);
         goto fail;
@@ -196,8 +195,7 @@ static int local_list(ctl_store *st, const void *prefix, size_t plen, ctl_list_f
     return local_lay(layout_list_prefix(st->lfs, prefix, plen, fn, arg));
 }
 
-static int local_history(ctl_store *st, const void *key, size_t klen, kv_version **list,
-                         size_t *n)
+static int local_history(ctl_store *st, const void *key, size_t klen, kv_version **list, size_t *n)
 {
     return local_lay(layout_history(st->lfs, key, klen, list, n));
 }
@@ -316,8 +314,8 @@ static int daemon_get(ctl_store *st, const void *key, size_t klen, void **val, s
     return ctl_client_get(st->conn, key, klen, val, vlen);
 }
 
-static int daemon_put(ctl_store *st, const void *key, size_t klen, const void *val,
-                      size_t vlen, uint64_t expire_at_ms)
+static int daemon_put(ctl_store *st, const void *key, size_t klen, const void *val, size_t vlen,
+                      uint64_t expire_at_ms)
 {
     return ctl_client_put(st->conn, key, klen, val, vlen, expire_at_ms);
 }
@@ -327,14 +325,12 @@ static int daemon_del(ctl_store *st, const void *key, size_t klen)
     return ctl_client_del(st->conn, key, klen);
 }
 
-static int daemon_list(ctl_store *st, const void *prefix, size_t plen, ctl_list_fn fn,
-                       void *arg)
+static int daemon_list(ctl_store *st, const void *prefix, size_t plen, ctl_list_fn fn, void *arg)
 {
     return ctl_client_list(st->conn, prefix, plen, fn, arg);
 }
 
-static int daemon_history(ctl_store *st, const void *key, size_t klen, kv_version **list,
-                          size_t *n)
+static int daemon_history(ctl_store *st, const void *key, size_t klen, kv_version **list, size_t *n)
 {
     return ctl_client_history(st->conn, key, klen, list, n);
 }
@@ -433,16 +429,19 @@ static int ctl_store_try_open(const ctl_globals *g, int writable, int create, ct
 static void ctl_open_fail(const ctl_globals *g, const ctl_backend *be, int rc, int may_create)
 {
     if (be == &ctl_daemon && rc == -EACCES)
-        fprintf(stderr, "kvfsctl: %s: the kvfs daemon serving this store refused the "
-                        "connection (only its own user and root may use it)\n", g->data_dir);
+        fprintf(stderr,
+                "kvfsctl: %s: the kvfs daemon serving this store refused the "
+                "connection (only its own user and root may use it)\n",
+                g->data_dir);
     else if (be == &ctl_daemon)
         fprintf(stderr, "kvfsctl: %s: kvfs daemon: %s\n", g->data_dir, ctl_reason(be, rc));
     else if (rc == -EBUSY)
-        fprintf(stderr, "kvfsctl: %s: store is in use by another process (a mounted kvfs or "
-                        "another kvfsctl)\n", g->data_dir);
+        fprintf(stderr,
+                "kvfsctl: %s: store is in use by another process (a mounted kvfs or "
+                "another kvfsctl)\n",
+                g->data_dir);
     else if (rc == -ENOENT && !may_create)
-        fprintf(stderr, "kvfsctl: %s: no kvfs store there (%s)\n", g->data_dir,
-                ctl_reason(be, rc));
+        fprintf(stderr, "kvfsctl: %s: no kvfs store there (%s)\n", g->data_dir, ctl_reason(be, rc));
     else
         ctl_fail(be, g->data_dir, rc);
 }
@@ -657,7 +656,7 @@ static int ctl_finish_stdout(int code)
 
 /* A command's operands and options, as ctl_begin parsed them. */
 typedef struct ctl_args {
-    char **v;     /* the operands: v[0..n-1] */
+    char **v; /* the operands: v[0..n-1] */
     int n;
     uint64_t ttl; /* --ttl SECONDS, 0 when not given */
     int lflag;    /* -l given */
@@ -668,9 +667,9 @@ typedef int (*ctl_body_fn)(ctl_store *st, const ctl_args *a, const ctl_globals *
 
 typedef struct ctl_command {
     const char *name;
-    const char *args;    /* usage after the name */
-    const char *summary; /* one line for `kvfsctl --help` */
-    const char *details; /* extra lines for `kvfsctl NAME --help`, may be NULL */
+    const char *args;     /* usage after the name */
+    const char *summary;  /* one line for `kvfsctl --help` */
+    const char *details;  /* extra lines for `kvfsctl NAME --help`, may be NULL */
     int min_ops, max_ops; /* operand count */
     unsigned flags;       /* CTL_OPT_*, CTL_WRITE, CTL_CREATE */
     ctl_body_fn body;     /* run by ctl_run_body; NULL: run does it all */
@@ -750,8 +749,7 @@ static int ctl_begin(const ctl_command *c, int argc, char **argv, ctl_args *a)
 }
 
 /* Opens the store as flags say (CTL_WRITE, CTL_CREATE), runs body on it and closes it. */
-static int ctl_with_store(const ctl_globals *g, unsigned flags, ctl_body_fn body,
-                          const ctl_args *a)
+static int ctl_with_store(const ctl_globals *g, unsigned flags, ctl_body_fn body, const ctl_args *a)
 {
     ctl_store *st;
     if (ctl_store_open(g, !!(flags & CTL_WRITE), !!(flags & CTL_CREATE), &st) < 0)
@@ -790,8 +788,7 @@ static int get_body(ctl_store *st, const ctl_args *a, const ctl_globals *g)
 static int put_stdin_fail(int rc)
 {
     if (rc == -EFBIG)
-        fprintf(stderr, "kvfsctl: stdin: value larger than the %u-byte limit\n",
-                LAYOUT_MAX_PUT);
+        fprintf(stderr, "kvfsctl: stdin: value larger than the %u-byte limit\n", LAYOUT_MAX_PUT);
     else
         fprintf(stderr, "kvfsctl: stdin: %s\n", strerror(-rc));
     return CTL_EXIT_FAIL;
@@ -1154,11 +1151,11 @@ static const ctl_command ctl_commands[] = {
      "  one-second resolution), file size at that version, and its expiry if it has one.\n",
      1, 1, 0, history_body, NULL},
     {"snapshot", "create NAME | list | delete NAME", "manage named snapshots",
-     "  Named snapshots are durable and keep the store's state as of their creation.\n",
-     1, 2, 0, NULL, cmd_snapshot},
+     "  Named snapshots are durable and keep the store's state as of their creation.\n", 1, 2, 0,
+     NULL, cmd_snapshot},
     {"stats", "", "print store statistics", NULL, 0, 0, 0, stats_body, NULL},
-    {"compact", "", "flush the memtable and compact the whole key range", NULL,
-     0, 0, CTL_WRITE, compact_body, NULL},
+    {"compact", "", "flush the memtable and compact the whole key range", NULL, 0, 0, CTL_WRITE,
+     compact_body, NULL},
     {"check", "", "verify every checksum and the filesystem's consistency",
      "  Runs the engine's check of every live file, then the filesystem check (dangling\n"
      "  entries, link counts, bytes beyond a file's size, unmarked unlinked inodes).\n"
@@ -1166,8 +1163,8 @@ static const ctl_command ctl_commands[] = {
      "  2 the check could not run.\n",
      0, 0, 0, NULL, cmd_check},
     {"checkpoint", "DIR", "write a consistent copy of the store to the new directory DIR",
-     "  DIR must not exist; it opens as a store of its own.\n",
-     1, 1, CTL_WRITE, NULL, cmd_checkpoint},
+     "  DIR must not exist; it opens as a store of its own.\n", 1, 1, CTL_WRITE, NULL,
+     cmd_checkpoint},
 };
 
 #define CTL_NCOMMANDS (sizeof(ctl_commands) / sizeof(ctl_commands[0]))
@@ -1209,17 +1206,18 @@ static void ctl_main_usage(FILE *f, const char *defdir)
                "it opens DIR itself.\n\nCommands:\n");
     for (size_t i = 0; i < CTL_NCOMMANDS; i++)
         fprintf(f, "  %-11s %s\n", ctl_commands[i].name, ctl_commands[i].summary);
-    fprintf(f, "\nOptions:\n"
-               "  -d, --data DIR     the store's data directory\n"
-               "  --history-ms MS    set the store's history window (recorded in the store):\n"
-               "                     versions older than MS may be dropped by compaction\n"
-               "                     (default: the window the store recorded)\n"
-               "  -h, --help         this help\n"
-               "  -V, --version      print the version\n\n"
-               "Default data directory: %s\n"
-               "  (root: /var/lib/kvfs, others: $XDG_DATA_HOME/kvfs or ~/.local/share/kvfs;\n"
-               "  $KVFS_DATA overrides)\n"
-               "Exit status: 0 success, 1 failure, 2 usage error.\n",
+    fprintf(f,
+            "\nOptions:\n"
+            "  -d, --data DIR     the store's data directory\n"
+            "  --history-ms MS    set the store's history window (recorded in the store):\n"
+            "                     versions older than MS may be dropped by compaction\n"
+            "                     (default: the window the store recorded)\n"
+            "  -h, --help         this help\n"
+            "  -V, --version      print the version\n\n"
+            "Default data directory: %s\n"
+            "  (root: /var/lib/kvfs, others: $XDG_DATA_HOME/kvfs or ~/.local/share/kvfs;\n"
+            "  $KVFS_DATA overrides)\n"
+            "Exit status: 0 success, 1 failure, 2 usage error.\n",
             defdir ? defdir : "(unknown: set --data)");
 }
 
