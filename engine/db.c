@@ -747,15 +747,15 @@ static size_t db_queue_length(const kv_db *db)
 }
 
 /* A sync leader that finds fewer writers queued than joined the previous sync group waits a
- * little (mu released; at most half of a recent fsync, and DB_GATHER_MAX_US) for the
+ * little (mu released; at most one recent fsync, and DB_GATHER_MAX_US) for the
  * writers just woken by the previous group, so that they share this fsync instead of each
  * paying for the next one. Every enqueue wakes the waiting leader. */
-#define DB_GATHER_MAX_US 200
+#define DB_GATHER_MAX_US 500
 static void db_gather_sync_group(kv_db *db)
 {
     if (db_queue_length(db) >= db->last_sync_group)
         return;
-    uint64_t wait_us = KV_MIN(db->fsync_us_avg / 2, (uint64_t)DB_GATHER_MAX_US);
+    uint64_t wait_us = KV_MIN(db->fsync_us_avg, (uint64_t)DB_GATHER_MAX_US);
     uint64_t deadline = kv_mono_us() + wait_us;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
