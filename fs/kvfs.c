@@ -211,6 +211,7 @@ typedef struct kvfs_opts {
     char *data;
     char *history;
     char *snapdir;
+    char *compress;
     int ro;
 } kvfs_opts;
 
@@ -220,6 +221,7 @@ static const struct fuse_opt kvfs_opt_spec[] = {
     {"data=%s", offsetof(kvfs_opts, data), 0},
     {"history=%s", offsetof(kvfs_opts, history), 0},
     {"snapdir=%s", offsetof(kvfs_opts, snapdir), 0},
+    {"compress=%s", offsetof(kvfs_opts, compress), 0},
     FUSE_OPT_KEY("ro", KVFS_KEY_RO),
     FUSE_OPT_END,
 };
@@ -246,6 +248,8 @@ static void kvfs_usage(const char *prog)
            "                           (default 1h)\n"
            "    -o snapdir=visible     list .snapshots in the root (default: hidden, but\n"
            "                           reachable by name)\n"
+           "    -o compress=LEVEL      zstd level of blocks the store writes: 1..19, -1..-7\n"
+           "                           (zstd's fast levels), 0 = none (default -1)\n"
            "    -f                     stay in the foreground\n"
            "    -d                     debug output (implies -f)\n"
            "    -o allow_other         let every user access the mount (permission checks\n"
@@ -286,6 +290,18 @@ static int parse_duration(const char *s, uint64_t *ms)
     if (v > UINT64_MAX / 2 / mul)
         return -EINVAL;
     *ms = v * mul;
+    return 0;
+}
+
+/* A zstd level for -o compress: -7..19. OUT: *level. */
+static int parse_level(const char *s, int *level)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < -7 || v > 19)
+        return -EINVAL;
+    *level = (int)v;
     return 0;
 }
 
@@ -445,6 +461,8 @@ static int open_store(kvfs *fs)
     o.read_only = fs->read_only;
     o.create_if_missing = !fs->read_only;
     o.history_ms = fs->read_only ? KV_HISTORY_STORED : fs->history_ms;
+    o.compression_level = fs->compress_level;
+    o.block_bytes = KVFS_BLOCK_BYTES;
     int rc = kv_open(fs->data_dir, &o, &fs->db);
     if (rc == -EBUSY) {
         kvfs_msg("data directory %s is in use by another process", fs->data_dir);
@@ -575,6 +593,12 @@ static int kvfs_setup(kvfs *fs, const kvfs_opts *ko)
         return -1;
     }
     fs->snapdir_visible = ko->snapdir && strcmp(ko->snapdir, "visible") == 0;
+    fs->compress_level = KVFS_COMPRESS_DEFAULT;
+    if (ko->compress && parse_level(ko->compress, &fs->compress_level) < 0) {
+        kvfs_msg("-o compress=%s: use a zstd level 1..19, -1..-7 (fast) or 0 (none)",
+                 ko->compress);
+        return -1;
+    }
     fs->views = calloc(KVFS_VIEW_MAX, sizeof(*fs->views));
     fs->ctl_fd = -1;
     fs->ctl_wake[0] = fs->ctl_wake[1] = -1;
@@ -596,7 +620,7 @@ int main(int argc, char *argv[])
 {
     struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
     struct fuse_cmdline_opts opts;
-    kvfs_opts ko = {NULL, NULL, NULL, 0};
+    kvfs_opts ko = {NULL, NULL, NULL, NULL, 0};
     kvfs fs;
     int status = 1;
     memset(&fs, 0, sizeof(fs));
@@ -639,6 +663,7 @@ out:
     free(ko.data);
     free(ko.history);
     free(ko.snapdir);
+    free(ko.compress);
     free(fs.views);
     free(opts.mountpoint);
     fuse_opt_free_args(&args);

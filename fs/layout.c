@@ -12,7 +12,7 @@
  *     5     4  uid
  *     9     4  gid
  *    13     4  nlink
- *    17     4  flags (reserved, 0)
+ *    17     4  flags: LAYOUT_IF_XATTRS (1) once a user.* xattr was set; other bits 0
  *    21     8  rdev
  *    29     8  size
  *    37     8  generation
@@ -440,18 +440,66 @@ static int layout_load_alloc(layout_fs *fs)
     return 0;
 }
 
+/*
+ * Layout format record, key 'M' "format" (LAYOUT_FORMAT_BYTES = 8, little-endian):
+ *
+ *   off  size  field
+ *     0     4  format version (LAYOUT_FORMAT_VERSION; 1 = the older, unrecorded layout)
+ *     4     4  chunk bytes (LAYOUT_CHUNK)
+ *
+ * Written in the batch that creates the root directory. Readers accept longer records.
+ */
+#define LAYOUT_FORMAT_KEY "Mformat"
+#define LAYOUT_FORMAT_KEY_LEN 7u
+
+/* Checks the format record against this build. has_root: the store has a root record. */
+static int layout_check_format(layout_fs *fs, int has_root)
+{
+    void *val = NULL;
+    size_t vlen = 0;
+    int rc = kv_get(fs->db, NULL, LAYOUT_FORMAT_KEY, LAYOUT_FORMAT_KEY_LEN, &val, &vlen, NULL);
+    if (rc == -ENOENT)
+        return has_root ? layout_error(-EPROTO, "store has no layout format record (made by "
+                                       "an older kvfs with 64 KiB chunks); this kvfs reads "
+                                       "format %u with %u-byte chunks only",
+                                       LAYOUT_FORMAT_VERSION, LAYOUT_CHUNK)
+                        : 0;
+    if (rc < 0)
+        return layout_kverr(rc, "read layout format");
+    if (vlen < LAYOUT_FORMAT_BYTES) {
+        free(val);
+        return layout_error(-EUCLEAN, "layout format record has %zu bytes (want %u)", vlen,
+                            LAYOUT_FORMAT_BYTES);
+    }
+    uint32_t ver = get_le32(val), chunk = get_le32((uint8_t *)val + 4);
+    free(val);
+    if (ver != LAYOUT_FORMAT_VERSION || chunk != LAYOUT_CHUNK)
+        return layout_error(-EPROTO, "store has layout format %u with %u-byte chunks; this "
+                            "kvfs reads format %u with %u-byte chunks only", ver, chunk,
+                            LAYOUT_FORMAT_VERSION, LAYOUT_CHUNK);
+    return 0;
+}
+
 static int layout_make_root(layout_fs *fs, uint32_t uid, uint32_t gid)
 {
     layout_inode root;
+    uint8_t fmt[LAYOUT_FORMAT_BYTES];
     int rc = layout_inode_get(fs, LAYOUT_ROOT_INO, &root);
-    if (rc != -ENOENT || fs->read_only)
-        return rc == -ENOENT ? 0 : rc;
+    if (rc < 0 && rc != -ENOENT)
+        return rc;
+    int has_root = rc == 0;
+    if ((rc = layout_check_format(fs, has_root)) < 0 || has_root || fs->read_only)
+        return rc;
     kv_batch *b = kv_batch_new();
     if (!b)
         return layout_error(-ENOMEM, "out of memory");
     layout_inode_init(&root, LAYOUT_ROOT_INO, S_IFDIR | 0755, uid, gid);
     root.parent = LAYOUT_ROOT_INO;
+    put_le32(fmt, LAYOUT_FORMAT_VERSION);
+    put_le32(fmt + 4, LAYOUT_CHUNK);
     rc = layout_inode_put(b, &root);
+    if (rc == 0)
+        rc = put_owned(b, LAYOUT_FORMAT_KEY, LAYOUT_FORMAT_KEY_LEN, fmt, sizeof(fmt), 0);
     if (rc == 0) {
         rc = kv_write(fs->db, b, KV_WRITE_SYNC, NULL);
         if (rc < 0)
@@ -468,9 +516,9 @@ int layout_open(kv_db *db, int read_only, uint32_t uid, uint32_t gid, layout_fs 
         return layout_error(-ENOMEM, "out of memory");
     fs->db = db;
     fs->read_only = read_only;
-    int rc = layout_load_alloc(fs);
+    int rc = layout_make_root(fs, uid, gid);
     if (rc == 0)
-        rc = layout_make_root(fs, uid, gid);
+        rc = layout_load_alloc(fs);
     if (rc < 0) {
         free(fs);
         return rc;
@@ -507,39 +555,69 @@ static int chunk_get(layout_fs *fs, const kv_readopts *ro, uint64_t ino, uint64_
     return 0;
 }
 
+/* Copies chunk idx (val, vlen bytes) into out, which holds file bytes [off, off+len), after
+ * zeroing the hole between *done (bytes of out filled so far) and the chunk. */
+static void chunk_copy(uint8_t *out, uint64_t off, size_t len, size_t *done, uint64_t idx,
+                       const uint8_t *val, size_t vlen)
+{
+    uint64_t base = idx * LAYOUT_CHUNK, lo = base > off ? base : off;
+    uint64_t hi = base + vlen < off + len ? base + vlen : off + len;
+    if (lo - off > *done)
+        memset(out + *done, 0, (size_t)(lo - off) - *done);
+    if (hi > lo) {
+        memcpy(out + (lo - off), val + (lo - base), (size_t)(hi - lo));
+        *done = (size_t)(hi - off);
+    } else if (lo - off > *done) {
+        *done = (size_t)(lo - off);
+    }
+}
+
+/* One iterator over the chunks under [off, off+len); holes are zeroed as they are passed. */
 int layout_read_at(layout_fs *fs, const kv_readopts *ro, const layout_inode *in, void *buf,
                    size_t len, uint64_t off, size_t *got)
 {
+    uint8_t pfx[9], lo[LAYOUT_KEY_MAX], hi[LAYOUT_KEY_MAX];
+    kv_iter_opts o;
+    kv_iter *it = NULL;
     *got = 0;
     if (off >= in->size)
         return 0;
     if (len > in->size - off)
         len = (size_t)(in->size - off);
-    uint8_t *out = buf;
+    if (len == 0)
+        return 0;
+    memset(&o, 0, sizeof(o));
+    if (ro)
+        o.ro = *ro;
+    o.prefix = pfx;
+    o.prefix_len = key_ino(pfx, 'C', in->ino);
+    o.lower = lo;
+    o.lower_len = layout_key_chunk(lo, in->ino, off / LAYOUT_CHUNK);
+    o.upper = hi;
+    o.upper_len = layout_key_chunk(hi, in->ino, (off + len - 1) / LAYOUT_CHUNK + 1);
+    int rc = kv_iter_new(fs->db, &o, &it);
+    if (rc < 0)
+        return layout_kverr(rc, "open chunk iterator");
     size_t done = 0;
-    while (done < len) {
-        uint64_t pos = off + done;
-        uint64_t idx = pos / LAYOUT_CHUNK;
-        size_t in_chunk = (size_t)(pos % LAYOUT_CHUNK);
-        size_t n = LAYOUT_CHUNK - in_chunk;
-        if (n > len - done)
-            n = len - done;
-        void *val;
-        size_t vlen;
-        int rc = chunk_get(fs, ro, in->ino, idx, &val, &vlen);
-        if (rc < 0)
-            return rc;
-        size_t have = vlen > in_chunk ? vlen - in_chunk : 0;
-        if (have > n)
-            have = n;
-        if (have)
-            memcpy(out + done, (uint8_t *)val + in_chunk, have);
-        memset(out + done + have, 0, n - have);
-        free(val);
-        done += n;
+    for (kv_iter_seek_first(it); kv_iter_valid(it) && rc == 0; kv_iter_next(it)) {
+        size_t kl, vl;
+        const uint8_t *k = kv_iter_key(it, &kl);
+        const uint8_t *v = kv_iter_value(it, &vl);
+        if (kl != 17 || vl > LAYOUT_CHUNK)
+            rc = layout_error(-EUCLEAN, "inode %llu: chunk key of %zu bytes, value of %zu",
+                              (unsigned long long)in->ino, kl, vl);
+        else
+            chunk_copy(buf, off, len, &done, get_be64(k + 9), v, vl);
     }
-    *got = len;
-    return 0;
+    if (done < len)
+        memset((uint8_t *)buf + done, 0, len - done);
+    int st = kv_iter_status(it);
+    kv_iter_free(it);
+    if (rc == 0 && st < 0)
+        rc = layout_kverr(st, "read chunks");
+    if (rc == 0)
+        *got = len;
+    return rc;
 }
 
 int layout_read(layout_fs *fs, const layout_inode *in, void *buf, size_t len, uint64_t off,
@@ -738,10 +816,51 @@ out:
     return rc;
 }
 
+/* Adds the deletes of the inode's last keys ('E', 'L', 'I', 'O') to b; in may be NULL. */
+static int purge_tail(kv_batch *b, const layout_inode *in, uint64_t ino)
+{
+    uint8_t key[LAYOUT_KEY_MAX];
+    int rc = 0;
+    if (in && in->expire_at_ms)
+        rc = kv_batch_delete(b, key, layout_key_expiry(key, in->expire_at_ms, ino));
+    if (rc == 0 && (!in || S_ISLNK(in->mode)))
+        rc = kv_batch_delete(b, key, layout_key_symlink(key, ino));
+    if (rc == 0)
+        rc = kv_batch_delete(b, key, layout_key_inode(key, ino));
+    if (rc == 0)
+        rc = kv_batch_delete(b, key, layout_key_orphan(key, ino));
+    return rc;
+}
+
+/* The common case of layout_purge (see layout.h): one batch, no scan. */
+static int purge_small(layout_fs *fs, const layout_inode *in)
+{
+    uint8_t key[LAYOUT_KEY_MAX];
+    uint64_t n = S_ISREG(in->mode) ? (in->size + LAYOUT_CHUNK - 1) / LAYOUT_CHUNK : 0;
+    kv_batch *b = kv_batch_new();
+    if (!b)
+        return layout_error(-ENOMEM, "out of memory");
+    int rc = 0;
+    for (uint64_t i = 0; i < n && rc == 0; i++)
+        rc = kv_batch_delete(b, key, layout_key_chunk(key, in->ino, i));
+    if (rc == 0)
+        rc = purge_tail(b, in, in->ino);
+    if (rc == 0)
+        rc = kv_write(fs->db, b, KV_WRITE_NOSYNC, NULL);
+    if (rc < 0)
+        layout_kverr(rc, "purge inode");
+    kv_batch_free(b);
+    return rc;
+}
+
 int layout_purge(layout_fs *fs, uint64_t ino)
 {
-    uint8_t pfx[9], key[LAYOUT_KEY_MAX];
+    uint8_t pfx[9];
     layout_inode in;
+    int have = layout_inode_get_any(fs, ino, &in) == 0;
+    if (have && !(in.flags & LAYOUT_IF_XATTRS) && in.nlink == 0 &&
+        (!S_ISREG(in.mode) || in.size <= (uint64_t)LAYOUT_PURGE_FAST * LAYOUT_CHUNK))
+        return purge_small(fs, &in);
     int rc = delete_prefix(fs, pfx, key_ino(pfx, 'C', ino));
     if (rc == 0)
         rc = delete_prefix(fs, pfx, key_ino(pfx, 'X', ino));
@@ -752,14 +871,7 @@ int layout_purge(layout_fs *fs, uint64_t ino)
     kv_batch *b = kv_batch_new();
     if (!b)
         return layout_error(-ENOMEM, "out of memory");
-    if (layout_inode_get_any(fs, ino, &in) == 0 && in.expire_at_ms)
-        rc = kv_batch_delete(b, key, layout_key_expiry(key, in.expire_at_ms, ino));
-    if (rc == 0)
-        rc = kv_batch_delete(b, key, layout_key_symlink(key, ino));
-    if (rc == 0)
-        rc = kv_batch_delete(b, key, layout_key_inode(key, ino));
-    if (rc == 0)
-        rc = kv_batch_delete(b, key, layout_key_orphan(key, ino));
+    rc = purge_tail(b, have ? &in : NULL, ino);
     if (rc == 0)
         rc = kv_write(fs->db, b, KV_WRITE_NOSYNC, NULL);
     if (rc < 0)

@@ -8,11 +8,14 @@
  *
  *   'I' ino:u64              -> inode record (layout_inode_encode below, versioned)
  *   'D' parent:u64 name      -> directory entry: child ino u64 | type u8 (S_IFMT >> 12)
- *   'C' ino:u64 chunk:u64    -> file bytes [chunk*64 KiB, chunk*64 KiB + len); a chunk may be
- *                               shorter than 64 KiB and may be missing: absent bytes inside the
- *                               file size read as zeros (holes)
+ *   'C' ino:u64 chunk:u64    -> file bytes [chunk*CHUNK, chunk*CHUNK + len), CHUNK =
+ *                               LAYOUT_CHUNK (4 KiB); a chunk may be shorter than CHUNK and may
+ *                               be missing: absent bytes inside the file size read as zeros
  *   'X' ino:u64 name         -> extended attribute value (only user.* names are stored)
  *   'L' ino:u64              -> symlink target
+ *   'M' "format"             -> layout format: version u32 | chunk bytes u32 (written with the
+ *                               root; a store whose format differs, or that has a root but no
+ *                               format key, is refused by layout_open with -EPROTO)
  *   'M' "next_ino"           -> inode allocator high-water mark u64: every ino below it may be
  *                               in use, none at or above it is
  *   'O' ino:u64              -> empty value: the inode has nlink 0 and is waiting to be purged
@@ -55,12 +58,16 @@
 #include <stdint.h>
 #include <time.h>
 
-#define LAYOUT_CHUNK 65536u
+#define LAYOUT_CHUNK 4096u     /* bytes per 'C' chunk; recorded in 'M' "format" */
+#define LAYOUT_FORMAT_VERSION 2u /* 1: the unrecorded 64 KiB-chunk layout; 2: 4 KiB chunks */
+#define LAYOUT_FORMAT_BYTES 8u
 #define LAYOUT_ROOT_INO 1u
 #define LAYOUT_NAME_MAX 255u
 #define LAYOUT_INO_BATCH 4096u            /* inodes reserved per allocator step */
 #define LAYOUT_MAX_PUT (64u << 20)        /* largest value written by layout_write_file */
 #define LAYOUT_MAX_GET (256u << 20)       /* largest value returned by layout_read_file */
+#define LAYOUT_PURGE_FAST 64u      /* chunks up to which layout_purge deletes blindly */
+#define LAYOUT_IF_XATTRS 1u        /* inode flag: the inode has (or once had) 'X' keys */
 #define LAYOUT_INODE_VERSION 1u
 #define LAYOUT_INODE_V1_BYTES 117u
 
@@ -87,8 +94,10 @@ typedef struct layout_fs {
 const char *layout_last_error(void);
 int layout_error(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Opens the layout over db: loads the allocator; creates the root directory (owned by
- * uid:gid, mode 0755) when the store is writable and has none. OUT: *out. */
+/* Opens the layout over db: checks the layout format ('M' "format"; -EPROTO with a one-line
+ * message when it is not LAYOUT_FORMAT_VERSION with LAYOUT_CHUNK-byte chunks, or missing
+ * beside a root), loads the allocator; creates the root directory (owned by uid:gid, mode
+ * 0755) and the format key when the store is writable and has none. OUT: *out. */
 int layout_open(kv_db *db, int read_only, uint32_t uid, uint32_t gid, layout_fs **out);
 void layout_close(layout_fs *fs);
 
@@ -156,7 +165,10 @@ int layout_write(layout_fs *fs, kv_batch *b, layout_inode *in, const void *buf, 
 int layout_truncate(layout_fs *fs, kv_batch *b, layout_inode *in, uint64_t size);
 /* Zeroes [off, off+len) inside the file (deleting whole chunks); size unchanged. */
 int layout_punch(layout_fs *fs, kv_batch *b, layout_inode *in, uint64_t off, uint64_t len);
-/* Deletes every key of an inode with nlink 0 (several batches, the 'O' key last). */
+/* Deletes every key of an inode with nlink 0. A file of up to LAYOUT_PURGE_FAST chunks goes
+ * in one batch with no scan: its chunks are below its size (I1), it has no 'P' keys (nlink 0,
+ * I5) and 'X' keys only if LAYOUT_IF_XATTRS is set. Otherwise several batches (prefix scans),
+ * the 'O' key last. */
 int layout_purge(layout_fs *fs, uint64_t ino);
 /* Purges every orphan ('O' key); returns the number purged or <0. */
 int layout_sweep_orphans(layout_fs *fs);

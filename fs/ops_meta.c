@@ -1063,6 +1063,7 @@ static int kvfs_do_setxattr(kvfs *fs, uint64_t ino, const char *name, const char
         rc = -ENOMEM;
     if (rc == 0) {
         layout_now(&in.ctime);
+        in.flags |= LAYOUT_IF_XATTRS; /* layout_purge then scans for 'X' keys */
         rc = in.expire_at_ms ? kv_batch_put_ttl(b, key, klen, value, size, in.expire_at_ms)
                              : kv_batch_put(b, key, klen, value, size);
     }
