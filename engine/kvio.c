@@ -314,25 +314,31 @@ static void kvio_discard(const char *path)
     unlink(path);
 }
 
+/* Finishes a temporary file written through fd (rc: how the writing went): fsync, close,
+ * rename over path, fsync dir. On any failure the temporary file is removed. */
+static int kvio_install_tmp(int fd, int rc, const char *tmp, const char *path, const char *dir)
+{
+    if (rc == 0)
+        rc = kvio_fsync(fd, tmp);
+    int crc = kvio_close(fd);
+    if (rc == 0)
+        rc = crc;
+    if (rc == 0)
+        rc = kvio_rename(tmp, path);
+    if (rc) {
+        kvio_discard(tmp);
+        return rc;
+    }
+    return kvio_fsync_dir(dir);
+}
+
 int kvio_replace_atomic(const char *dir, const char *path, const char *tmp_path, const void *data,
                         size_t len)
 {
     int fd = kvio_open(tmp_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0)
         return fd;
-    int rc = kvio_write_full(fd, tmp_path, data, len);
-    if (rc == 0)
-        rc = kvio_fsync(fd, tmp_path);
-    int crc = kvio_close(fd);
-    if (rc == 0)
-        rc = crc;
-    if (rc == 0)
-        rc = kvio_rename(tmp_path, path);
-    if (rc) {
-        kvio_discard(tmp_path);
-        return rc;
-    }
-    return kvio_fsync_dir(dir);
+    return kvio_install_tmp(fd, kvio_write_full(fd, tmp_path, data, len), tmp_path, path, dir);
 }
 
 /* Copies every byte of in to out. */
@@ -385,19 +391,8 @@ int kvio_copy_file(const char *from, const char *to)
         return out;
     }
     rc = kvio_copy_fd(in, from, out, tmp);
-    if (rc == 0)
-        rc = kvio_fsync(out, tmp);
     close(in);
-    int crc = kvio_close(out);
-    if (rc == 0)
-        rc = crc;
-    if (rc == 0)
-        rc = kvio_rename(tmp, to);
-    if (rc) {
-        kvio_discard(tmp);
-        return rc;
-    }
-    return kvio_fsync_dir(dir);
+    return kvio_install_tmp(out, rc, tmp, to, dir);
 }
 
 void kvio_free_list(char **names, size_t n)

@@ -1081,6 +1081,21 @@ static void kvfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, cons
     fuse_reply_err(req, -kvfs_fail("setxattr", rc));
 }
 
+/* The getxattr/listxattr reply: the length when size is 0 (the caller asks how much room to
+ * give), ERANGE when the bytes do not fit in size, else the bytes. */
+static void reply_xattr_bytes(fuse_req_t req, const char *what, int rc, const void *buf,
+                              size_t len, size_t size)
+{
+    if (rc == 0 && size && len > size)
+        rc = -ERANGE;
+    if (rc < 0)
+        fuse_reply_err(req, -kvfs_fail(what, rc));
+    else if (size == 0)
+        fuse_reply_xattr(req, len);
+    else
+        fuse_reply_buf(req, buf, len);
+}
+
 static void kvfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
     uint8_t key[LAYOUT_KEY_MAX];
@@ -1101,14 +1116,7 @@ static void kvfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size
                     &vlen, NULL);
     if (rc == -ENOENT)
         rc = -ENODATA;
-    if (rc == 0 && size && vlen > size)
-        rc = -ERANGE;
-    if (rc < 0)
-        fuse_reply_err(req, -kvfs_fail("getxattr", rc));
-    else if (size == 0)
-        fuse_reply_xattr(req, vlen);
-    else
-        fuse_reply_buf(req, val, vlen);
+    reply_xattr_bytes(req, "getxattr", rc, val, vlen, size);
     free(val);
 }
 
@@ -1165,14 +1173,7 @@ static void kvfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
     char *buf = NULL;
     size_t len = 0;
     int rc = list_xattrs(KVFS_FS(req), ino, &buf, &len);
-    if (rc == 0 && size && len > size)
-        rc = -ERANGE;
-    if (rc < 0)
-        fuse_reply_err(req, -kvfs_fail("listxattr", rc));
-    else if (size == 0)
-        fuse_reply_xattr(req, len);
-    else
-        fuse_reply_buf(req, buf, len);
+    reply_xattr_bytes(req, "listxattr", rc, buf, len, size);
     free(buf);
 }
 
