@@ -108,6 +108,17 @@ static int dbiter_live(kv_iter *it, unsigned type, kv_slice stored, kv_slice *us
     return !(*expire && *expire <= it->rv.time_ms);
 }
 
+/* Parses the internal iterator's current key: 1 if its version is visible at the read
+ * sequence, 0 if newer, -1 (iterator failed) if the key is malformed. */
+static int dbiter_parse(kv_iter *it, kv_parsed_key *pk)
+{
+    if (ikey_parse(iter_key(it->in), pk) != 0) {
+        dbiter_fail(it, kv_error(-EUCLEAN, "%s: malformed internal key", it->db->dir));
+        return -1;
+    }
+    return pk->seq <= it->rv.seq;
+}
+
 /* Forward: stand on the first visible live entry at or after the internal position; when
  * skipping, entries of saved_key are passed over. */
 static void dbiter_find_next(kv_iter *it, int skipping)
@@ -115,11 +126,10 @@ static void dbiter_find_next(kv_iter *it, int skipping)
     it->valid = 0;
     for (; iter_valid(it->in); iter_next(it->in)) {
         kv_parsed_key pk;
-        if (ikey_parse(iter_key(it->in), &pk) != 0) {
-            dbiter_fail(it, kv_error(-EUCLEAN, "%s: malformed internal key", it->db->dir));
+        int visible = dbiter_parse(it, &pk);
+        if (visible < 0)
             return;
-        }
-        if (pk.seq > it->rv.seq)
+        if (!visible)
             continue;
         if (skipping && kv_slice_cmp(pk.user_key, kv_buf_slice(&it->saved_key)) <= 0)
             continue;
@@ -158,11 +168,10 @@ static void dbiter_find_prev(kv_iter *it)
     it->valid = 0;
     for (; iter_valid(it->in); iter_prev(it->in)) {
         kv_parsed_key pk;
-        if (ikey_parse(iter_key(it->in), &pk) != 0) {
-            dbiter_fail(it, kv_error(-EUCLEAN, "%s: malformed internal key", it->db->dir));
+        int visible = dbiter_parse(it, &pk);
+        if (visible < 0)
             return;
-        }
-        if (pk.seq > it->rv.seq)
+        if (!visible)
             continue;
         if (have && kv_slice_cmp(pk.user_key, kv_buf_slice(&it->saved_key)) < 0)
             break; /* passed to an older key; the saved one is the answer */

@@ -114,34 +114,17 @@ int kvio_pread_full(int fd, const char *path, void *buf, size_t n, uint64_t off,
     return 0;
 }
 
-int kvio_write_full(int fd, const char *path, const void *buf, size_t n)
+/* Writes all n bytes, at off when positioned, else at the current offset (short writes and
+ * EINTR retried; a write that makes no progress is -EIO). */
+static int kvio_write_all(int fd, const char *path, const void *buf, size_t n, int positioned,
+                          uint64_t off)
 {
     int rc = kvio_fault(KVIO_WRITE, "write", path);
     if (rc)
         return rc;
     const uint8_t *p = buf;
     while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return kvio_fail(-errno, "write", path);
-        if (w == 0)
-            return kvio_fail(-EIO, "write", path);
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-int kvio_pwrite_full(int fd, const char *path, const void *buf, size_t n, uint64_t off)
-{
-    int rc = kvio_fault(KVIO_WRITE, "write", path);
-    if (rc)
-        return rc;
-    const uint8_t *p = buf;
-    while (n > 0) {
-        ssize_t w = pwrite(fd, p, n, (off_t)off);
+        ssize_t w = positioned ? pwrite(fd, p, n, (off_t)off) : write(fd, p, n);
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0)
@@ -153,6 +136,16 @@ int kvio_pwrite_full(int fd, const char *path, const void *buf, size_t n, uint64
         off += (uint64_t)w;
     }
     return 0;
+}
+
+int kvio_write_full(int fd, const char *path, const void *buf, size_t n)
+{
+    return kvio_write_all(fd, path, buf, n, 0, 0);
+}
+
+int kvio_pwrite_full(int fd, const char *path, const void *buf, size_t n, uint64_t off)
+{
+    return kvio_write_all(fd, path, buf, n, 1, off);
 }
 
 int kvio_fsync(int fd, const char *path)

@@ -39,6 +39,17 @@ static int name_check(const char *name, size_t *nlen)
     return *nlen > LAYOUT_NAME_MAX ? -ENAMETOOLONG : 0;
 }
 
+/* A name about to be created in parent: read-only under .snapshots, ".snapshots" itself is
+ * taken in the root, and at most LAYOUT_NAME_MAX bytes. OUT: *nlen. */
+static int new_name_check(uint64_t parent, const char *name, size_t *nlen)
+{
+    if (KVFS_IS_SNAP(parent))
+        return -EROFS;
+    if (reserved_name(parent, name))
+        return -EEXIST;
+    return name_check(name, nlen);
+}
+
 static uint64_t now_ms(void)
 {
     struct timespec ts;
@@ -301,11 +312,7 @@ int kvfs_do_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
     size_t nlen;
     kv_batch *b = NULL;
     *existed = 0;
-    if (KVFS_IS_SNAP(parent))
-        return -EROFS;
-    if (reserved_name(parent, name))
-        return -EEXIST;
-    int rc = name_check(name, &nlen);
+    int rc = new_name_check(parent, name, &nlen);
     if (rc < 0)
         return rc;
     pthread_mutex_lock(&fs->wmu);
@@ -687,11 +694,9 @@ static int kvfs_do_link(kvfs *fs, uint64_t ino, uint64_t newparent, const char *
     size_t nlen;
     struct timespec now;
     kv_batch *b = NULL;
-    if (KVFS_IS_SNAP(ino) || KVFS_IS_SNAP(newparent))
+    if (KVFS_IS_SNAP(ino))
         return -EROFS;
-    if (reserved_name(newparent, newname))
-        return -EEXIST;
-    int rc = name_check(newname, &nlen);
+    int rc = new_name_check(newparent, newname, &nlen);
     if (rc < 0)
         return rc;
     pthread_mutex_lock(&fs->wmu);
