@@ -455,7 +455,7 @@ static void check_named_list(void)
         if (i)
             CHECK(strcmp(list[i - 1].name, list[i].name) < 0);
         int found = 0;
-        for (int j = 0; j < nnamed; j++)
+        for (int j = 0; j < nnamed && j < MAX_NAMED; j++)
             if (!strcmp(named[j].name, list[i].name)) {
                 CHECK(named[j].seq == list[i].seq);
                 found = 1;
