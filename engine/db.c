@@ -10,7 +10,12 @@
  *      newest segment is the normal end of a crash, anything else is -EUCLEAN unless
  *      opts.salvage, which keeps what precedes the damage;
  *   4. write the replayed memtable to a level-0 table, record it and a fresh log number in the
- *      MANIFEST, delete the replayed segments, start a new segment.
+ *      MANIFEST, retire the replayed segments, start a new segment.
+ *
+ * WAL segments: a segment is sealed (log_writer_seal) before a newer one starts. Obsolete
+ * segments (wholly in tables) are retired by db_delete_old_wals: the newest DB_WAL_POOL wait in
+ * db->wal_pool and db_open_new_wal renames one to the new number and writes over it, so that
+ * synced writes overwrite blocks instead of appending (format in docs/format.md).
  *
  * Write path (LevelDB's group commit): writers queue under db->mu; the front writer leads,
  * gathers the batches queued behind it (never folding a sync write into a non-sync group),
@@ -76,6 +81,10 @@ static void db_sanitize_options(kv_options *o)
         o->compression_level = -7;
     if (o->compression_level > 19)
         o->compression_level = 19;
+    if (o->uncompressed_levels < 0)
+        o->uncompressed_levels = 0;
+    if (o->uncompressed_levels > KV_MAX_LEVELS)
+        o->uncompressed_levels = KV_MAX_LEVELS;
     if (o->bloom_bits_per_key < 0)
         o->bloom_bits_per_key = 0;
     if (o->background_threads < 1)
@@ -230,6 +239,25 @@ out:
     return rc;
 }
 
+/* Takes the oldest pooled obsolete segment and renames it to path; 1 when one was renamed. A
+ * segment that cannot be renamed is deleted. (mu) */
+static int db_take_pooled_wal(kv_db *db, const char *path)
+{
+    int got = 0;
+    while (db->wal_pool_n > 0 && !got) {
+        char old[PATH_MAX];
+        uint64_t number = db->wal_pool[0];
+        db->wal_pool_n--;
+        memmove(db->wal_pool, db->wal_pool + 1, db->wal_pool_n * sizeof db->wal_pool[0]);
+        int rc = db_wal_path(db, number, old, sizeof old);
+        if (rc == 0 && (rc = kvio_rename(old, path)) == 0)
+            got = 1;
+        else if (rc == 0 || kvio_unlink(old) != 0)
+            fprintf(stderr, "kvfs: %s\n", kv_last_error());
+    }
+    return got;
+}
+
 static int db_open_new_wal(kv_db *db)
 {
     char path[PATH_MAX];
@@ -238,7 +266,9 @@ static int db_open_new_wal(kv_db *db)
     if (rc)
         return rc;
     log_writer *w;
-    rc = log_writer_create(path, (uint32_t)number, &w);
+    int reused = db_take_pooled_wal(db, path);
+    rc = reused ? log_writer_reuse(path, (uint32_t)number, &w)
+                : log_writer_create(path, (uint32_t)number, &w);
     if (rc)
         return rc;
     rc = kvio_fsync_dir(db->dir);
@@ -251,15 +281,24 @@ static int db_open_new_wal(kv_db *db)
     return 0;
 }
 
-/* Deletes WAL segments numbered below keep_from. */
+/* Retires the WAL segments numbered below keep_from: the newest DB_WAL_POOL of them wait in
+ * the pool for reuse, the rest are deleted. (mu, or the opening thread) */
 static void db_delete_old_wals(kv_db *db, uint64_t keep_from)
 {
     uint64_t *nums;
     size_t n;
     if (db_list_wals(db, 0, &nums, &n) != 0)
         return;
-    for (size_t i = 0; i < n && nums[i] < keep_from; i++) {
+    size_t obsolete = 0;
+    while (obsolete < n && nums[obsolete] < keep_from)
+        obsolete++;
+    db->wal_pool_n = 0;
+    for (size_t i = 0; i < obsolete; i++) {
         char path[PATH_MAX];
+        if (i + DB_WAL_POOL >= obsolete) {
+            db->wal_pool[db->wal_pool_n++] = nums[i];
+            continue;
+        }
         if (db_wal_path(db, nums[i], path, sizeof path) == 0 && kvio_unlink(path) != 0)
             fprintf(stderr, "kvfs: %s\n", kv_last_error());
     }
@@ -561,7 +600,7 @@ int kv_close(kv_db *db)
     db_stop_threads(db);
     int rc = db->sticky_error ? db_sticky(db) : 0;
     if (db->wal && rc == 0)
-        rc = log_writer_sync(db->wal);
+        rc = log_writer_seal(db->wal);
     db_free(db);
     return rc;
 }
@@ -594,9 +633,9 @@ static int db_switch_memtable(kv_db *db)
     memtable *fresh = mem_new();
     if (!fresh)
         return kv_error(-ENOMEM, "out of memory creating a memtable");
-    /* The old segment is complete: make it durable so that recovery may treat a torn record
-     * in any segment but the newest as damage. */
-    int rc = log_writer_sync(db->wal);
+    /* The old segment is complete: make it durable (and cut a reused file's older records off)
+     * so that recovery may treat a torn record in any segment but the newest as damage. */
+    int rc = log_writer_seal(db->wal);
     if (rc == 0) {
         log_writer *old = db->wal;
         uint64_t old_number = db->wal_number;
@@ -623,7 +662,7 @@ static int db_switch_memtable(kv_db *db)
 /* Rotates the WAL segment without switching memtables (leader, mu held). */
 static int db_rotate_wal(kv_db *db)
 {
-    int rc = log_writer_sync(db->wal);
+    int rc = log_writer_seal(db->wal);
     if (rc == 0) {
         log_writer *old = db->wal;
         rc = db_open_new_wal(db);

@@ -41,6 +41,11 @@ typedef struct db_writer {
     struct db_writer *next;
 } db_writer;
 
+/* Obsolete WAL segments kept to be renamed and overwritten by new ones (db_open_new_wal):
+ * an fdatasync of overwritten blocks skips the journal commit an append needs (measured on
+ * ext4: 6500-7700 vs 3300-3800 4 KiB write+fdatasync per second). */
+#define DB_WAL_POOL 2
+
 struct kv_db {
     char *dir;
     kv_options opts;
@@ -57,6 +62,8 @@ struct kv_db {
     uint64_t mem_first_wal;             /* (mu) first WAL segment holding mem's writes */
     log_writer *wal;                    /* (mu to swap; leader to write) */
     uint64_t wal_number;                /* (mu) */
+    uint64_t wal_pool[DB_WAL_POOL];     /* (mu) obsolete segments kept for reuse, oldest first */
+    size_t wal_pool_n;                  /* (mu) */
     db_writer *queue_head, *queue_tail; /* (mu) */
     kv_batch group;                     /* leader's scratch batch */
     uint64_t last_commit_ms;            /* (leader) commit times never go back */

@@ -82,13 +82,15 @@ static uint16_t log_dec16(const uint8_t *p)
 struct log_writer {
     int fd;
     uint32_t lognum;
-    uint64_t offset; /* bytes in the file == where the next byte goes */
+    uint64_t offset; /* where the next byte goes (== bytes written to this log) */
+    uint64_t stale;  /* a reused file's size when opened: older records lie past offset */
     int err;         /* sticky: first write/sync failure */
     kv_buf buf;      /* reused for every record */
     char *path;
 };
 
-int log_writer_create(const char *path, uint32_t lognum, log_writer **out)
+/* Opens path with flags for log number lognum. */
+static int log_writer_open(const char *path, uint32_t lognum, int flags, log_writer **out)
 {
     *out = NULL;
     log_writer *w = calloc(1, sizeof *w);
@@ -98,17 +100,32 @@ int log_writer_create(const char *path, uint32_t lognum, log_writer **out)
         free(copy);
         return kv_error(-ENOMEM, "%s: out of memory creating log", path);
     }
-    int fd = kvio_open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND, 0644);
-    if (fd < 0) {
+    int fd = kvio_open(path, flags, 0644);
+    int rc = fd < 0 ? fd : 0;
+    if (rc == 0 && !(flags & O_CREAT))
+        rc = kvio_file_size(fd, path, &w->stale);
+    if (rc) {
+        if (fd >= 0)
+            kvio_close(fd);
         free(w);
         free(copy);
-        return fd;
+        return rc;
     }
     w->fd = fd;
     w->lognum = lognum;
     w->path = copy;
     *out = w;
     return 0;
+}
+
+int log_writer_create(const char *path, uint32_t lognum, log_writer **out)
+{
+    return log_writer_open(path, lognum, O_WRONLY | O_CREAT | O_EXCL | O_APPEND, out);
+}
+
+int log_writer_reuse(const char *path, uint32_t lognum, log_writer **out)
+{
+    return log_writer_open(path, lognum, O_WRONLY, out);
 }
 
 /* Appends one fragment header + data to the writer's buffer (room reserved by the caller). */
@@ -196,6 +213,20 @@ int log_writer_sync(log_writer *w)
     if (w->err)
         return kv_error(w->err, "%s: log is unusable after an earlier I/O error", w->path);
     int rc = kvio_fsync(w->fd, w->path);
+    if (rc)
+        w->err = rc;
+    return rc;
+}
+
+int log_writer_seal(log_writer *w)
+{
+    if (w->err)
+        return kv_error(w->err, "%s: log is unusable after an earlier I/O error", w->path);
+    int rc = 0;
+    if (w->stale > w->offset && (rc = kvio_truncate(w->fd, w->path, w->offset)) == 0)
+        w->stale = w->offset;
+    if (rc == 0)
+        rc = kvio_fsync(w->fd, w->path);
     if (rc)
         w->err = rc;
     return rc;

@@ -30,10 +30,17 @@ typedef struct log_writer log_writer;
 
 /* Creates path (it must not exist) for log number lognum. OUT: *w. */
 int log_writer_create(const char *path, uint32_t lognum, log_writer **w);
+/* Opens the existing file path (an obsolete log already renamed to its new name) to write log
+ * number lognum over it from offset 0; its older records stay past the writer's offset until
+ * log_writer_seal. OUT: *w. */
+int log_writer_reuse(const char *path, uint32_t lognum, log_writer **w);
 /* Appends one record (any length; fragmented as needed) with a single write(2) call, so that
  * a concurrent reader in another process sees either nothing or whole fragments in order. */
 int log_writer_add(log_writer *w, const void *data, size_t len);
 int log_writer_sync(log_writer *w); /* fdatasync */
+/* Ends the log: truncates a reused file to what this log wrote, then fdatasync. Nothing may be
+ * appended afterwards that should survive a crash unsealed. */
+int log_writer_seal(log_writer *w);
 uint64_t log_writer_offset(const log_writer *w);
 int log_writer_close(log_writer *w); /* closes (no sync); frees w even on error */
 

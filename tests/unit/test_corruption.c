@@ -235,7 +235,7 @@ static void list_targets(void)
     DIR *d = opendir(base);
     CHECK(d != NULL);
     struct dirent *e;
-    uint64_t biggest_log = 0;
+    uint64_t newest_log = 0;
     int log_idx = -1;
     while ((e = readdir(d)) != NULL && ntargets < 64) {
         const char *n = e->d_name;
@@ -255,10 +255,12 @@ static void list_targets(void)
         else
             continue;
         t.size = file_size(p);
-        if (t.type == F_LOG) { /* only the WAL that holds our records */
-            if (t.size <= biggest_log)
+        if (t.type == F_LOG) { /* only the WAL that holds our records: the newest segment (the
+                                  older ones are obsolete, kept for reuse) */
+            uint64_t number = strtoull(n, NULL, 10);
+            if (number <= newest_log)
                 continue;
-            biggest_log = t.size;
+            newest_log = number;
             if (log_idx >= 0) {
                 targets[log_idx] = t;
                 continue;

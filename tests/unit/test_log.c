@@ -50,12 +50,16 @@ static int matches(const uint8_t *p, size_t n, uint64_t tag)
     return ok;
 }
 
-/* Writes records of the given sizes (tags 0..n-1). OUT: ends[i] = offset after record i. */
-static void write_log(const char *path, uint32_t lognum, const size_t *sizes, size_t n,
-                      uint64_t *ends)
+/* Writes records of the given sizes (tags 0..n-1) into a new file, or over the existing one
+ * when reuse is set (no seal). OUT: ends[i] = offset after record i. */
+static void write_log_into(const char *path, uint32_t lognum, const size_t *sizes, size_t n,
+                           uint64_t *ends, int reuse)
 {
     log_writer *w;
-    CHECK_OK(log_writer_create(path, lognum, &w));
+    if (reuse)
+        CHECK_OK(log_writer_reuse(path, lognum, &w));
+    else
+        CHECK_OK(log_writer_create(path, lognum, &w));
     size_t max = 1;
     for (size_t i = 0; i < n; i++)
         max = KV_MAX(max, sizes[i]);
@@ -70,6 +74,12 @@ static void write_log(const char *path, uint32_t lognum, const size_t *sizes, si
     CHECK_OK(log_writer_sync(w));
     CHECK_OK(log_writer_close(w));
     free(buf);
+}
+
+static void write_log(const char *path, uint32_t lognum, const size_t *sizes, size_t n,
+                      uint64_t *ends)
+{
+    write_log_into(path, lognum, sizes, n, ends, 0);
 }
 
 /* Reads the log; checks the records against sizes/tags. Returns the final rc; OUT: *nread. */
@@ -695,6 +705,60 @@ static void test_faults(void)
     CHECK_RC(log_reader_open(path, 42, &r), -ENOENT);
 }
 
+/* A reused file (an obsolete log renamed, written over from offset 0): the older log's records
+ * past the new ones read as the end of the new log, never as records or as corruption; torn
+ * and damaged new records are classified as in a fresh file; seal cuts the old ones off. */
+static void test_reuse(void)
+{
+    char path[PATH_MAX];
+    new_path(path);
+    size_t old_sizes[80];
+    for (size_t i = 0; i < 80; i++)
+        old_sizes[i] = i % 9 == 0 ? 40000 : 100 + i * 37;
+    write_log(path, 5, old_sizes, 80, NULL);
+    uint64_t old_size = file_size(path);
+    const size_t sizes[] = {300, 50000, 20, 4000, 1, 700};
+    uint64_t ends[6];
+    write_log_into(path, 9, sizes, 6, ends, 1);
+    CHECK(file_size(path) == old_size); /* overwritten in place: the size did not change */
+    size_t nread;
+    uint64_t good;
+    CHECK_RC(read_log(path, 9, sizes, 6, &nread, &good, NULL), 0);
+    CHECK(nread == 6 && good == ends[5]);
+
+    /* the last new record torn: the end of the log, whatever old bytes follow */
+    uint8_t b = peek(path, ends[4] + 30), flipped = (uint8_t)(b ^ 0x40);
+    patch(path, ends[4] + 30, &flipped, 1);
+    CHECK_RC(read_log(path, 9, sizes, 6, &nread, &good, NULL), 0);
+    CHECK(nread == 5 && good == ends[4]);
+    patch(path, ends[4] + 30, &b, 1);
+
+    /* damage in the middle of the new records: corruption, as in a fresh file */
+    b = peek(path, ends[2] + 5);
+    flipped = (uint8_t)(b ^ 0x01);
+    patch(path, ends[2] + 5, &flipped, 1);
+    uint64_t bad;
+    CHECK_RC(read_log(path, 9, sizes, 6, &nread, &good, &bad), -EUCLEAN);
+    CHECK(nread == 3 && bad == ends[2]);
+    patch(path, ends[2] + 5, &b, 1);
+
+    /* seal: the file ends where the new log does; appending afterwards still reads back */
+    log_writer *w;
+    CHECK_OK(log_writer_reuse(path, 11, &w));
+    uint8_t buf[500];
+    fill(buf, sizeof buf, 0);
+    CHECK_OK(log_writer_add(w, buf, sizeof buf));
+    CHECK_OK(log_writer_seal(w));
+    CHECK(file_size(path) == log_writer_offset(w));
+    fill(buf, sizeof buf, 1);
+    CHECK_OK(log_writer_add(w, buf, sizeof buf));
+    CHECK_OK(log_writer_sync(w));
+    CHECK_OK(log_writer_close(w));
+    const size_t two[] = {500, 500};
+    CHECK_RC(read_log(path, 11, two, 2, &nread, &good, NULL), 0);
+    CHECK(nread == 2 && good == file_size(path));
+}
+
 int main(void)
 {
     tu_seed_init();
@@ -707,6 +771,7 @@ int main(void)
     test_zeroed();
     test_foreign();
     test_crafted();
+    test_reuse();
     test_resume_growth();
     test_resume_concurrent();
     test_faults();
