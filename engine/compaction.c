@@ -11,6 +11,8 @@
  * split between a compaction's inputs and what it leaves behind. The last level is never
  * picked; vset_compact_range compacts it into itself.
  *
+ * Outputs to a level below opts.uncompressed_levels (build_opts_for) are stored uncompressed.
+ *
  * Merging, for each user key newest to oldest (s = a version's seq, s' = the next newer
  * version's seq, infinity for the newest):
  *   keep      iff s' > floor_seq, or a snapshot p has s <= p < s'
@@ -311,17 +313,26 @@ typedef struct cmp_output {
 /* The table being written and those finished, shared by compaction and build_table. */
 typedef struct out_writer {
     vset *vs;
+    int level; /* the level the outputs go to */
     sst_builder *b;
     uint64_t number; /* of b */
     cmp_output *outs;
     size_t nouts, capouts;
 } out_writer;
 
+/* The build options of a table written to level: opts.uncompressed_levels keeps the young,
+ * soon-rewritten levels out of zstd (flush and L0->L1 are on the write path's critical path). */
+static sst_build_opts build_opts_for(const vset *vs, int level)
+{
+    int zlevel = level < vs->opts.uncompressed_levels ? 0 : vs->opts.compression_level;
+    sst_build_opts o = {vs->opts.block_bytes, zlevel, vs->opts.bloom_bits_per_key};
+    return o;
+}
+
 static int out_open(out_writer *w)
 {
     char path[PATH_MAX];
-    sst_build_opts o = {w->vs->opts.block_bytes, w->vs->opts.compression_level,
-                        w->vs->opts.bloom_bits_per_key};
+    sst_build_opts o = build_opts_for(w->vs, w->level);
     w->number = vset_new_file_number(w->vs);
     int rc = vset_table_path(w->vs, w->number, path, sizeof path);
     return rc ? rc : sst_builder_open(path, &o, &w->b);
@@ -596,6 +607,7 @@ int compaction_run(compaction *c, const retention *r, version_edit *e, uint64_t 
     j.c = c;
     j.r = r;
     j.w.vs = c->vs;
+    j.w.level = c->out_level;
     j.table_bytes = c->vs->opts.table_bytes ? c->vs->opts.table_bytes : CMP_DEFAULT_TABLE_BYTES;
     int rc = job_run(&j);
     if (rc == 0)
@@ -625,8 +637,7 @@ int build_table(vset *vs, iter *it, uint64_t number, sst_props *props)
 {
     char path[PATH_MAX];
     sst_builder *b = NULL;
-    sst_build_opts o = {vs->opts.block_bytes, vs->opts.compression_level,
-                        vs->opts.bloom_bits_per_key};
+    sst_build_opts o = build_opts_for(vs, 0);
     memset(props, 0, sizeof *props);
     iter_seek_first(it);
     if (!iter_valid(it))

@@ -57,6 +57,9 @@ typedef struct kv_options {
     size_t block_cache_bytes; /* block cache budget (default 64 MiB) */
     int compression_level;    /* zstd level 1..19, or -1..-7 for zstd's faster levels; 0 stores
                                  blocks uncompressed (default 1) */
+    int uncompressed_levels;  /* tables written to levels below this are stored uncompressed
+                                 whatever compression_level says: young data is rewritten soon,
+                                 so compressing it costs CPU on the write path (default 0) */
     int sync_writes;          /* 1: a write is durable (fsync) before it returns, unless
                                  KV_WRITE_NOSYNC is given; 0: only with KV_WRITE_SYNC (default 0) */
     uint64_t history_ms;      /* keep every version younger than this; recorded in the store
