@@ -1385,6 +1385,46 @@ static void test_wal_reuse(const char *dir)
     CHECK_OK(kv_close(db));
 }
 
+/* Bytes of the tables on every level. */
+static uint64_t table_bytes(kv_db *db)
+{
+    kv_stats st;
+    CHECK_OK(kv_get_stats(db, &st));
+    uint64_t total = 0;
+    for (int l = 0; l < KV_MAX_LEVELS; l++)
+        total += st.level_bytes[l];
+    return total;
+}
+
+/* uncompressed_levels = 1: a flushed (level-0) table holds the raw bytes; after a full
+ * compaction to a deeper level the same data is zstd-compressed. */
+static void test_uncompressed_levels(const char *dir)
+{
+    kv_options o;
+    kv_options_init(&o);
+    o.compression_level = 3;
+    o.uncompressed_levels = 1;
+    kv_db *db = open_store(dir, &o);
+    char key[32], val[1000];
+    memset(val, 'z', sizeof val);
+    for (int i = 0; i < 1000; i++) {
+        int kl = snprintf(key, sizeof key, "ucl%05d", i);
+        CHECK_OK(kv_put(db, key, (size_t)kl, val, sizeof val, 0));
+    }
+    CHECK_OK(kv_flush(db));
+    uint64_t flushed = table_bytes(db);
+    CHECK(flushed > 1000 * sizeof val); /* stored raw at level 0 */
+    CHECK_OK(kv_compact_range(db, NULL, 0, NULL, 0));
+    uint64_t compacted = table_bytes(db);
+    CHECK(compacted < flushed / 10); /* compressed at level 1 */
+    void *v = NULL;
+    size_t vl = 0;
+    CHECK_OK(kv_get(db, NULL, "ucl00007", 8, &v, &vl, NULL));
+    CHECK(vl == sizeof val && memcmp(v, val, vl) == 0);
+    free(v);
+    CHECK_OK(kv_close(db));
+}
+
 int main(void)
 {
     tu_seed_init();
@@ -1423,6 +1463,8 @@ int main(void)
     char d9[600];
     snprintf(d9, sizeof d9, "%s/walreuse", root);
     test_wal_reuse(d9);
+    snprintf(d9, sizeof d9, "%s/uncompressed", root);
+    test_uncompressed_levels(d9);
     test_memtable_budget(d8); /* last: on failure every other check has already run */
     tu_rmtree(root);
     free(root);
