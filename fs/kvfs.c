@@ -76,6 +76,72 @@ int kvfs_fail(const char *op, int rc)
     return rc;
 }
 
+/* ---------------------------------------------------------------- readahead ---- */
+
+/* Undoes /proc/self/mountinfo's octal escapes (\040 for a space, ...) in place. */
+static void mountinfo_unescape(char *s)
+{
+    char *o = s;
+    for (; *s; s++) {
+        if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+            s[3] >= '0' && s[3] <= '7') {
+            *o++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
+            s += 3;
+        } else {
+            *o++ = *s;
+        }
+    }
+    *o = '\0';
+}
+
+/* The "major:minor" of the newest FUSE mount on mountpoint (mountinfo: the mountpoint must
+ * not be stat'ed here, the daemon is not serving yet). 0, or a negative errno. */
+static int mount_device(const char *mountpoint, char *dev, size_t cap)
+{
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (!f)
+        return -errno;
+    char *line = NULL;
+    size_t lcap = 0;
+    int rc = -ENOENT;
+    while (getline(&line, &lcap, f) > 0) {
+        char mdev[64], mpoint[PATH_MAX], *sep = strstr(line, " - ");
+        if (!sep || sscanf(line, "%*s %*s %63s %*s %4095s", mdev, mpoint) != 2 ||
+            strncmp(sep + 3, "fuse", 4) != 0)
+            continue;
+        mountinfo_unescape(mpoint);
+        if (strcmp(mpoint, mountpoint) == 0 && strlen(mdev) < cap) {
+            memcpy(dev, mdev, strlen(mdev) + 1); /* a later line is a newer mount */
+            rc = 0;
+        }
+    }
+    free(line);
+    fclose(f);
+    return rc;
+}
+
+void kvfs_set_readahead(kvfs *fs, struct fuse_conn_info *conn)
+{
+    char dev[64], path[128], val[32];
+    if (!fs->readahead_kib || !fs->mountpoint)
+        return;
+    int rc = mount_device(fs->mountpoint, dev, sizeof dev);
+    if (rc == 0) {
+        snprintf(path, sizeof path, "/sys/class/bdi/%s/read_ahead_kb", dev);
+        int fd = open(path, O_WRONLY | O_CLOEXEC);
+        int len = snprintf(val, sizeof val, "%u\n", fs->readahead_kib);
+        rc = fd < 0 ? -errno : write(fd, val, (size_t)len) == len ? 0 : -errno;
+        if (fd >= 0)
+            close(fd);
+    }
+    if (rc < 0) {
+        kvfs_msg("cannot set readahead to %u KiB (%s): sequential reads use the kernel's "
+                 "default", fs->readahead_kib, strerror(-rc));
+        return;
+    }
+    conn->max_readahead = fs->readahead_kib * 1024u;
+}
+
 int kvfs_commit(kvfs *fs, kv_batch *b)
 {
     int rc = kv_write(fs->db, b, KV_WRITE_NOSYNC, NULL);
@@ -212,6 +278,7 @@ typedef struct kvfs_opts {
     char *history;
     char *snapdir;
     char *compress;
+    char *readahead;
     int ro;
 } kvfs_opts;
 
@@ -222,6 +289,7 @@ static const struct fuse_opt kvfs_opt_spec[] = {
     {"history=%s", offsetof(kvfs_opts, history), 0},
     {"snapdir=%s", offsetof(kvfs_opts, snapdir), 0},
     {"compress=%s", offsetof(kvfs_opts, compress), 0},
+    {"readahead=%s", offsetof(kvfs_opts, readahead), 0},
     FUSE_OPT_KEY("ro", KVFS_KEY_RO),
     FUSE_OPT_END,
 };
@@ -250,6 +318,8 @@ static void kvfs_usage(const char *prog)
            "                           reachable by name)\n"
            "    -o compress=LEVEL      zstd level of blocks the store writes: 1..19, -1..-7\n"
            "                           (zstd's fast levels), 0 = none (default -1)\n"
+           "    -o readahead=KIB       kernel readahead of the mount, 4..16384 KiB, 0 = the\n"
+           "                           kernel's default (default 1024; needs root)\n"
            "    -f                     stay in the foreground\n"
            "    -d                     debug output (implies -f)\n"
            "    -o allow_other         let every user access the mount (permission checks\n"
@@ -302,6 +372,18 @@ static int parse_level(const char *s, int *level)
     if (errno || end == s || *end || v < -7 || v > 19)
         return -EINVAL;
     *level = (int)v;
+    return 0;
+}
+
+/* -o readahead: KiB, 0 or 4..16384. OUT: *kib. */
+static int parse_readahead(const char *s, unsigned *kib)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || (v != 0 && (v < 4 || v > 16384)))
+        return -EINVAL;
+    *kib = (unsigned)v;
     return 0;
 }
 
@@ -463,6 +545,7 @@ static int open_store(kvfs *fs)
     o.history_ms = fs->read_only ? KV_HISTORY_STORED : fs->history_ms;
     o.compression_level = fs->compress_level;
     o.block_bytes = KVFS_BLOCK_BYTES;
+    o.uncompressed_levels = KVFS_UNCOMPRESSED_LEVELS;
     int rc = kv_open(fs->data_dir, &o, &fs->db);
     if (rc == -EBUSY) {
         kvfs_msg("data directory %s is in use by another process", fs->data_dir);
@@ -599,6 +682,11 @@ static int kvfs_setup(kvfs *fs, const kvfs_opts *ko)
                  ko->compress);
         return -1;
     }
+    fs->readahead_kib = KVFS_READAHEAD_KIB;
+    if (ko->readahead && parse_readahead(ko->readahead, &fs->readahead_kib) < 0) {
+        kvfs_msg("-o readahead=%s: use a size in KiB from 4 to 16384, or 0", ko->readahead);
+        return -1;
+    }
     fs->views = calloc(KVFS_VIEW_MAX, sizeof(*fs->views));
     fs->ctl_fd = -1;
     fs->ctl_wake[0] = fs->ctl_wake[1] = -1;
@@ -620,7 +708,7 @@ int main(int argc, char *argv[])
 {
     struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
     struct fuse_cmdline_opts opts;
-    kvfs_opts ko = {NULL, NULL, NULL, NULL, 0};
+    kvfs_opts ko = {NULL, NULL, NULL, NULL, NULL, 0};
     kvfs fs;
     int status = 1;
     memset(&fs, 0, sizeof(fs));
@@ -644,6 +732,7 @@ int main(int argc, char *argv[])
         status = 2;
         goto out;
     }
+    fs.mountpoint = opts.mountpoint;
     if (check_environment(opts.mountpoint) < 0 || kvfs_setup(&fs, &ko) < 0)
         goto out;
     fs.debug = opts.debug;
@@ -664,6 +753,7 @@ out:
     free(ko.history);
     free(ko.snapdir);
     free(ko.compress);
+    free(ko.readahead);
     free(fs.views);
     free(opts.mountpoint);
     fuse_opt_free_args(&args);

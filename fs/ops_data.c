@@ -1,8 +1,10 @@
 /*
- * ops_data.c -- FUSE handlers for open files: create, open, read, write, flush, fsync,
+ * ops_data.c -- FUSE handlers for open files: create, open, read, write, fsync,
  * release and fallocate.
  *
- * A file handle (fi->fh) holds the open flags; O_APPEND writes go to the size the store holds
+ * There is no flush handler: every write is in the store before it is acknowledged, so close(2)
+ * has nothing to add, and libfuse's ENOSYS makes the kernel stop sending FLUSH (one round trip
+ * less per close). A file handle (fi->fh) holds the open flags; O_APPEND writes go to the size the store holds
  * at that moment, under the write lock, so appenders on the same mount never overwrite each
  * other. Each write is one batch: the chunks it touches (partial chunks read-modify-written)
  * plus the inode record with the new size and mtime, so after a crash a file holds a state
@@ -185,13 +187,6 @@ void kvfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, of
         fuse_reply_err(req, -kvfs_fail("write", rc));
     else
         fuse_reply_write(req, size);
-}
-
-void kvfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-    (void)ino;
-    (void)fi;
-    fuse_reply_err(req, 0); /* writes are in the store already */
 }
 
 void kvfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

@@ -1227,7 +1227,7 @@ static void kvfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 
 static void kvfs_init(void *userdata, struct fuse_conn_info *conn)
 {
-    (void)userdata;
+    kvfs_set_readahead(userdata, conn);
     /* Writeback caching stays off: every write reaches the store before write() returns,
      * which keeps close-to-open and the kvfsctl view exact. */
     conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
@@ -1253,7 +1253,6 @@ const struct fuse_lowlevel_ops kvfs_ops = {
     .open = kvfs_open,
     .read = kvfs_read,
     .write = kvfs_write,
-    .flush = kvfs_flush,
     .release = kvfs_release,
     .fsync = kvfs_fsync,
     .opendir = kvfs_opendir,

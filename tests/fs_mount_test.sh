@@ -53,7 +53,16 @@ KVFS_PID=
 check "kvfsctl check clean after SIGTERM" "$KVFSCTL" --data "$DATA" check
 kvfs_mount || fs_done
 check_same_file "SIGTERM kept the unsynced file and rename" "$TMP/payload" "$MNT/dir/unsynced"
+# -o readahead: the mount's kernel readahead (its bdi in sysfs), 1 MiB unless told otherwise
+check_eq "default readahead of the mount is 1024 KiB" \
+    "$(cat "/sys/class/bdi/$(mountpoint -d "$MNT")/read_ahead_kb")" 1024
 kvfs_umount
+kvfs_mount readahead=256 || fs_done
+check_eq "-o readahead=256 sets 256 KiB" "$(cat "/sys/class/bdi/$(mountpoint -d "$MNT")/read_ahead_kb")" 256
+check_same_file "files read back with another readahead" "$TMP/payload" "$MNT/dir/unsynced"
+kvfs_umount
+one_line_error "-o readahead=3 (below 4 KiB) is refused" "$KVFS" -o data="$DATA",readahead=3 "$MNT"
+check_fails "no mount left by the refused readahead" is_mounted "$MNT"
 
 # ---- -f: foreground, SIGINT unmounts ------------------------------------------------------------
 # A background job of a non-interactive shell starts with SIGINT ignored, and libfuse keeps an

@@ -163,8 +163,10 @@ wait_pid_exit "$FGPID" 20 || bad "foreground daemon did not exit"
 
 # ---- retention and space reclaim ----------------------------------------------------------
 kvfs_mount history=2s || fs_done
-head -c $((8 << 20)) /dev/urandom >"$TMP/big"
-for i in 1 2 3 4 5 6; do cp "$TMP/big" "$MNT/big"; done
+for i in 1 2 3 4 5 6; do # distinct versions: nothing for the compressor to share
+    head -c $((8 << 20)) /dev/urandom >"$TMP/big"
+    cp "$TMP/big" "$MNT/big"
+done
 ctl compact >/dev/null
 before=$(du -sk "$DATA" | cut -f1)
 sleep 3
