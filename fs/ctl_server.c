@@ -44,7 +44,7 @@ static void inval_add(void *arg, uint64_t parent, const char *name, size_t nlen,
         size_t nc = l->cap ? l->cap * 2 : 16;
         inval_ent *nv = realloc(l->v, nc * sizeof(*nv));
         if (!nv)
-            return; /* best effort: the 1 s cache timeout bounds staleness anyway */
+            return; /* best effort: the KVFS_TIMEOUT cache timeout bounds staleness */
         l->v = nv;
         l->cap = nc;
     }
@@ -233,6 +233,10 @@ static int srv_snap(kvfs *fs, uint8_t cmd, ctl_buf *in, ctl_buf *out)
         rc = kv_named_snapshot_delete(fs->db, name);
     else if ((rc = kv_named_snapshot_create(fs->db, name, &info)) == 0)
         put_snapinfo(out, &info);
+    if (rc == 0) { /* the kernel may hold .snapshots/NAME (or its absence) and the listing */
+        fuse_lowlevel_notify_inval_entry(fs->se, KVFS_SNAPDIR_ID, name, strlen(name));
+        fuse_lowlevel_notify_inval_inode(fs->se, KVFS_SNAPDIR_ID, -1, 0);
+    }
     return rc < 0 ? srv_kv_err(out, rc) : out->err;
 }
 

@@ -31,7 +31,13 @@
 
 #include "layout.h"
 
-#define KVFS_TIMEOUT 1.0 /* entry and attribute cache timeout given to the kernel (s) */
+/* Entry and attribute cache timeout given to the kernel (s). The daemon is the only writer of
+ * its store and tells the kernel of every change it did not make through a request: kvfsctl
+ * put/del (ctl_server.c invalidates every path component before and after), expiry
+ * (reaper.c). Inode numbers are never reused. So the timeout only bounds how long a missed
+ * invalidation could show; 10 s lets a stat, open, rename or unlink of a file touched in the
+ * last seconds skip its LOOKUP/GETATTR round trip. */
+#define KVFS_TIMEOUT 10.0
 
 /* FUSE node ids: a live inode's id is its inode number (< 2^40). Nodes under .snapshots
  * have bit 63 set; bits 40..62 hold the view index (0: the .snapshots directory itself) and

@@ -120,6 +120,13 @@ if [[ -x $KVFSCTL ]]; then
         "$(cut -d' ' -f1 <<<"$vers2" | tr '\n' ' ')"
     ctl snapshot list
     if grep -q 's1' "$TMP/ctl.out"; then ok "kvfsctl snapshot list shows s1"; else bad "kvfsctl snapshot list: $(cat "$TMP/ctl.out")"; fi
+    # the kernel caches lookups (a negative one too): the daemon invalidates them
+    check_errno "before kvfsctl snapshot create: ENOENT" ENOENT 'os.stat(a[0])' "$S/byctl"
+    ctl snapshot create byctl
+    check_eq "kvfsctl snapshot create while mounted" "$CTL_RC" 0
+    check_eq "the new snapshot is there at once" "$(cat "$S/byctl/a" 2>&1)" "$(cat "$MNT/a" 2>&1)"
+    ctl snapshot delete byctl
+    check_errno "after kvfsctl snapshot delete: ENOENT at once" ENOENT 'os.stat(a[0])' "$S/byctl"
 fi
 
 # ---- outside the window -------------------------------------------------------------------
