@@ -143,12 +143,31 @@ const void *ctl_buf_rest(ctl_buf *b, size_t *n)
     return p;
 }
 
-/* Every kv_stats field, in declaration order. */
-#define CTL_STATS_U64(X)                                                                     \
-    X(last_seq) X(puts) X(deletes) X(gets) X(batches) X(wal_bytes) X(wal_syncs)              \
-    X(wal_group_commits) X(flushes) X(compactions) X(compaction_bytes_read)                  \
-    X(compaction_bytes_written) X(write_stalls) X(write_stall_us) X(cache_hits)              \
-    X(cache_misses) X(cache_bytes) X(bloom_useful) X(memtable_bytes) X(imm_memtable_bytes)
+/* Every kv_stats field, in declaration order, one a line (clang-format 14 re-indents a packed
+ * X-macro list differently on every pass). */
+/* clang-format off */
+#define CTL_STATS_U64(X)                                                                           \
+    X(last_seq)                                                                                    \
+    X(puts)                                                                                        \
+    X(deletes)                                                                                     \
+    X(gets)                                                                                        \
+    X(batches)                                                                                     \
+    X(wal_bytes)                                                                                   \
+    X(wal_syncs)                                                                                   \
+    X(wal_group_commits)                                                                           \
+    X(flushes)                                                                                     \
+    X(compactions)                                                                                 \
+    X(compaction_bytes_read)                                                                       \
+    X(compaction_bytes_written)                                                                    \
+    X(write_stalls)                                                                                \
+    X(write_stall_us)                                                                              \
+    X(cache_hits)                                                                                  \
+    X(cache_misses)                                                                                \
+    X(cache_bytes)                                                                                 \
+    X(bloom_useful)                                                                                \
+    X(memtable_bytes)                                                                              \
+    X(imm_memtable_bytes)
+/* clang-format on */
 
 int ctl_stats_encode(ctl_buf *b, const kv_stats *st)
 {
@@ -171,17 +190,33 @@ int ctl_stats_decode(ctl_buf *b, kv_stats *st)
 {
     uint32_t n = ctl_buf_get_u32(b), used = 0;
     memset(st, 0, sizeof(*st));
-#define DEC(f) if (used < n) { st->f = ctl_buf_get_u64(b); used++; }
+#define DEC(f)                                                                                     \
+    if (used < n) {                                                                                \
+        st->f = ctl_buf_get_u64(b);                                                                \
+        used++;                                                                                    \
+    }
     CTL_STATS_U64(DEC)
 #undef DEC
     for (int i = 0; i < KV_MAX_LEVELS && used < n; i++, used++)
         st->level_files[i] = ctl_buf_get_u64(b);
     for (int i = 0; i < KV_MAX_LEVELS && used < n; i++, used++)
         st->level_bytes[i] = ctl_buf_get_u64(b);
-    if (used < n) { st->named_snapshots = ctl_buf_get_u64(b); used++; }
-    if (used < n) { st->live_snapshots = ctl_buf_get_u64(b); used++; }
-    if (used < n) { st->oldest_readable_seq = ctl_buf_get_u64(b); used++; }
-    if (used < n) { st->sticky_error = (int)(int64_t)ctl_buf_get_u64(b); used++; }
+    if (used < n) {
+        st->named_snapshots = ctl_buf_get_u64(b);
+        used++;
+    }
+    if (used < n) {
+        st->live_snapshots = ctl_buf_get_u64(b);
+        used++;
+    }
+    if (used < n) {
+        st->oldest_readable_seq = ctl_buf_get_u64(b);
+        used++;
+    }
+    if (used < n) {
+        st->sticky_error = (int)(int64_t)ctl_buf_get_u64(b);
+        used++;
+    }
     for (; used < n; used++)
         ctl_buf_get_u64(b);
     return b->err;
@@ -226,8 +261,7 @@ int ctl_socket_address(const char *data_dir, struct sockaddr_un *addr, int *dirf
     memset(addr, 0, sizeof(*addr));
     addr->sun_family = AF_UNIX;
     *dirfd = -1;
-    int n = snprintf(addr->sun_path, sizeof(addr->sun_path), "%s/%s", data_dir,
-                     CTL_SOCKET_NAME);
+    int n = snprintf(addr->sun_path, sizeof(addr->sun_path), "%s/%s", data_dir, CTL_SOCKET_NAME);
     if (n > 0 && (size_t)n < sizeof(addr->sun_path))
         return 0;
     *dirfd = open(data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -371,8 +405,7 @@ int ctl_client_del(ctl_conn *c, const void *key, size_t klen)
     return ctl_done(&resp, ctl_call1(c, CTL_DEL, key, klen, &resp));
 }
 
-int ctl_client_list(ctl_conn *c, const void *prefix, size_t plen, ctl_client_list_fn fn,
-                    void *arg)
+int ctl_client_list(ctl_conn *c, const void *prefix, size_t plen, ctl_client_list_fn fn, void *arg)
 {
     ctl_buf resp;
     int rc = ctl_call1(c, CTL_LS, prefix, plen, &resp);
@@ -390,8 +423,7 @@ int ctl_client_list(ctl_conn *c, const void *prefix, size_t plen, ctl_client_lis
     return ctl_done(&resp, rc);
 }
 
-int ctl_client_history(ctl_conn *c, const void *key, size_t klen, kv_version **list,
-                       size_t *n)
+int ctl_client_history(ctl_conn *c, const void *key, size_t klen, kv_version **list, size_t *n)
 {
     ctl_buf resp;
     kv_version *v = NULL;

@@ -40,11 +40,9 @@ int ctl_client_del(ctl_conn *c, const void *key, size_t klen);
  * value_len = size. A non-zero return of fn stops and is returned. */
 typedef int (*ctl_client_list_fn)(void *arg, const void *key, size_t klen,
                                   const kv_entry_info *info);
-int ctl_client_list(ctl_conn *c, const void *prefix, size_t plen, ctl_client_list_fn fn,
-                    void *arg);
+int ctl_client_list(ctl_conn *c, const void *prefix, size_t plen, ctl_client_list_fn fn, void *arg);
 /* OUT: *list (malloc'd, newest first), *n. */
-int ctl_client_history(ctl_conn *c, const void *key, size_t klen, kv_version **list,
-                       size_t *n);
+int ctl_client_history(ctl_conn *c, const void *key, size_t klen, kv_version **list, size_t *n);
 int ctl_client_snap_create(ctl_conn *c, const char *name, kv_snapinfo *info);
 int ctl_client_snap_list(ctl_conn *c, kv_snapinfo **list, size_t *n);
 int ctl_client_snap_delete(ctl_conn *c, const char *name);

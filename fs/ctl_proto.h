@@ -21,8 +21,8 @@
 
 #define CTL_PROTO_VERSION 1u
 #define CTL_SOCKET_NAME "kvfs.sock"
-#define CTL_MAX_REQ ((64u << 20) + 65536u)  /* a put of LAYOUT_MAX_PUT plus its key */
-#define CTL_MAX_RESP (1024u << 20)          /* listings of very large trees */
+#define CTL_MAX_REQ ((64u << 20) + 65536u) /* a put of LAYOUT_MAX_PUT plus its key */
+#define CTL_MAX_RESP (1024u << 20)         /* listings of very large trees */
 
 enum ctl_cmd {
     CTL_PING = 0,        /* -> version:u32, daemon version text */

@@ -115,8 +115,8 @@ static int srv_put(kvfs *fs, ctl_buf *in, ctl_buf *out)
         return in->err;
     pthread_mutex_lock(&fs->wmu);
     layout_walk(fs->lfs, k, kl, inval_add, &l);
-    int rc = layout_write_file(fs->lfs, k, kl, v, vl, expire, (uint32_t)geteuid(),
-                               (uint32_t)getegid());
+    int rc =
+        layout_write_file(fs->lfs, k, kl, v, vl, expire, (uint32_t)geteuid(), (uint32_t)getegid());
     if (rc == 0)
         layout_walk(fs->lfs, k, kl, inval_add, &l);
     pthread_mutex_unlock(&fs->wmu);
@@ -297,15 +297,29 @@ static int srv_dispatch(kvfs *fs, ctl_buf *in, ctl_buf *out)
     uint8_t cmd = ctl_buf_get_u8(in);
     int rc;
     switch (cmd) {
-    case CTL_GET: rc = srv_get(fs, in, out); break;
-    case CTL_PUT: rc = srv_put(fs, in, out); break;
-    case CTL_DEL: rc = srv_del(fs, in, out); break;
-    case CTL_LS: rc = srv_ls(fs, in, out); break;
-    case CTL_HISTORY: rc = srv_history(fs, in, out); break;
-    case CTL_SNAP_CREATE: case CTL_SNAP_LIST: case CTL_SNAP_DELETE:
+    case CTL_GET:
+        rc = srv_get(fs, in, out);
+        break;
+    case CTL_PUT:
+        rc = srv_put(fs, in, out);
+        break;
+    case CTL_DEL:
+        rc = srv_del(fs, in, out);
+        break;
+    case CTL_LS:
+        rc = srv_ls(fs, in, out);
+        break;
+    case CTL_HISTORY:
+        rc = srv_history(fs, in, out);
+        break;
+    case CTL_SNAP_CREATE:
+    case CTL_SNAP_LIST:
+    case CTL_SNAP_DELETE:
         rc = srv_snap(fs, cmd, in, out);
         break;
-    default: rc = srv_admin(fs, cmd, in, out); break;
+    default:
+        rc = srv_admin(fs, cmd, in, out);
+        break;
     }
     if (rc == -EPROTO && out->len == 0)
         srv_err(out, rc, "malformed request");
@@ -333,8 +347,8 @@ static int serve_one(kvfs *fs, int fd)
     int rc = ctl_io_read(fd, hdr, 4);
     if (rc < 0)
         return rc;
-    uint32_t len = (uint32_t)hdr[0] | (uint32_t)hdr[1] << 8 | (uint32_t)hdr[2] << 16 |
-                   (uint32_t)hdr[3] << 24;
+    uint32_t len =
+        (uint32_t)hdr[0] | (uint32_t)hdr[1] << 8 | (uint32_t)hdr[2] << 16 | (uint32_t)hdr[3] << 24;
     if (len == 0 || len > CTL_MAX_REQ)
         return -EPROTO;
     if (!(in.data = malloc(len)))

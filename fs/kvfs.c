@@ -63,9 +63,23 @@ void kvfs_log(const char *fmt, ...)
 int kvfs_fail(const char *op, int rc)
 {
     switch (rc) {
-    case 0: case -ENOENT: case -EEXIST: case -ENOTDIR: case -EISDIR: case -ENOTEMPTY:
-    case -ENAMETOOLONG: case -EINVAL: case -ENODATA: case -ENOTSUP: case -ERANGE:
-    case -EPERM: case -EXDEV: case -EFBIG: case -ELOOP: case -EROFS: case -EMFILE:
+    case 0:
+    case -ENOENT:
+    case -EEXIST:
+    case -ENOTDIR:
+    case -EISDIR:
+    case -ENOTEMPTY:
+    case -ENAMETOOLONG:
+    case -EINVAL:
+    case -ENODATA:
+    case -ENOTSUP:
+    case -ERANGE:
+    case -EPERM:
+    case -EXDEV:
+    case -EFBIG:
+    case -ELOOP:
+    case -EROFS:
+    case -EMFILE:
         return rc;
     default:
         break;
@@ -136,7 +150,8 @@ void kvfs_set_readahead(kvfs *fs, struct fuse_conn_info *conn)
     }
     if (rc < 0) {
         kvfs_msg("cannot set readahead to %u KiB (%s): sequential reads use the kernel's "
-                 "default", fs->readahead_kib, strerror(-rc));
+                 "default",
+                 fs->readahead_kib, strerror(-rc));
         return;
     }
     conn->max_readahead = fs->readahead_kib * 1024u;
@@ -445,7 +460,8 @@ static int is_mounted(const char *path)
         size_t j = 0;
         for (size_t i = 0; mp[i] && j + 1 < sizeof(dec); i++) {
             if (mp[i] == '\\' && mp[i + 1] && mp[i + 2] && mp[i + 3]) {
-                dec[j++] = (char)((mp[i + 1] - '0') * 64 + (mp[i + 2] - '0') * 8 + (mp[i + 3] - '0'));
+                dec[j++] =
+                    (char)((mp[i + 1] - '0') * 64 + (mp[i + 2] - '0') * 8 + (mp[i + 3] - '0'));
                 i += 3;
             } else {
                 dec[j++] = mp[i];
@@ -555,8 +571,7 @@ static int open_store(kvfs *fs)
         kvfs_msg("cannot open the store in %s: %s", fs->data_dir, kv_last_error());
         return rc;
     }
-    rc = layout_open(fs->db, fs->read_only, (uint32_t)geteuid(), (uint32_t)getegid(),
-                     &fs->lfs);
+    rc = layout_open(fs->db, fs->read_only, (uint32_t)geteuid(), (uint32_t)getegid(), &fs->lfs);
     if (rc == 0 && !fs->read_only) {
         int n = layout_sweep_orphans(fs->lfs);
         rc = n < 0 ? n : 0;
@@ -678,8 +693,7 @@ static int kvfs_setup(kvfs *fs, const kvfs_opts *ko)
     fs->snapdir_visible = ko->snapdir && strcmp(ko->snapdir, "visible") == 0;
     fs->compress_level = KVFS_COMPRESS_DEFAULT;
     if (ko->compress && parse_level(ko->compress, &fs->compress_level) < 0) {
-        kvfs_msg("-o compress=%s: use a zstd level 1..19, -1..-7 (fast) or 0 (none)",
-                 ko->compress);
+        kvfs_msg("-o compress=%s: use a zstd level 1..19, -1..-7 (fast) or 0 (none)", ko->compress);
         return -1;
     }
     fs->readahead_kib = KVFS_READAHEAD_KIB;
@@ -727,8 +741,10 @@ int main(int argc, char *argv[])
         goto out;
     }
     if (!opts.mountpoint) {
-        fprintf(stderr, "kvfs: no mountpoint given\nusage: %s [options] MOUNTPOINT "
-                        "(--help for more)\n", argv[0]);
+        fprintf(stderr,
+                "kvfs: no mountpoint given\nusage: %s [options] MOUNTPOINT "
+                "(--help for more)\n",
+                argv[0]);
         status = 2;
         goto out;
     }

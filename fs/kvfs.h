@@ -48,7 +48,7 @@
 #define KVFS_VIEW_MAX 4096u
 #define KVFS_SNAPDIR_ID KVFS_SNAP_BIT
 #define KVFS_SNAPDIR_NAME ".snapshots"
-#define KVFS_IS_SNAP(id) (((uint64_t)(id) & KVFS_SNAP_BIT) != 0)
+#define KVFS_IS_SNAP(id) (((uint64_t)(id)&KVFS_SNAP_BIT) != 0)
 #define KVFS_HISTORY_DEFAULT_MS 3600000ull /* -o history default: 1h */
 #define KVFS_COMPRESS_DEFAULT (-1)         /* -o compress default: zstd fast level 1 */
 /* Table block size the daemon opens the store with: 8 chunks (LAYOUT_CHUNK) per block, so a
@@ -68,7 +68,7 @@
 /* One open time-travel view: a pinned engine snapshot and the kernel's references into it. */
 typedef struct kvfs_view {
     int used;
-    int named;                          /* resolved from a named snapshot */
+    int named;                           /* resolved from a named snapshot */
     char name[KV_SNAPSHOT_NAME_MAX + 2]; /* the .snapshots entry ("" once rmdir'ed) */
     kv_snapshot *snap;
     kv_readopts ro;   /* snapshot + TTL time of the view */
@@ -89,9 +89,9 @@ typedef struct kvfs {
     char *data_dir; /* absolute */
     int read_only;
     int debug;
-    int compress_level; /* kv_options.compression_level (-o compress) */
-    unsigned readahead_kib; /* -o readahead: the mount's kernel readahead, 0 = kernel's own */
-    char *mountpoint;       /* absolute (libfuse resolves it) */
+    int compress_level;      /* kv_options.compression_level (-o compress) */
+    unsigned readahead_kib;  /* -o readahead: the mount's kernel readahead, 0 = kernel's own */
+    char *mountpoint;        /* absolute (libfuse resolves it) */
     pthread_mutex_t wmu;     /* serialises all writes to the store (see above) */
     pthread_mutex_t itab_mu; /* protects itab */
     kvfs_inode **itab;
@@ -142,8 +142,7 @@ int kvfs_fail(const char *op, int rc);
 void kvfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void kvfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
                  struct fuse_file_info *fi);
-void kvfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-               struct fuse_file_info *fi);
+void kvfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi);
 void kvfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
                 struct fuse_file_info *fi);
 void kvfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
@@ -156,8 +155,7 @@ void kvfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t l
  * OUT: *e. With excl == 0 an existing regular file is returned instead of -EEXIST (create
  * without O_EXCL); *existed tells. */
 int kvfs_do_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev,
-                  const char *link, int nopen, int excl, int *existed,
-                  struct fuse_entry_param *e);
+                  const char *link, int nopen, int excl, int *existed, struct fuse_entry_param *e);
 
 /* ---- time travel (ops_snap.c) ---- */
 /* Where node id lives. Returns 0 for a live inode (*ro = NULL), 1 for a node of a view

@@ -145,8 +145,7 @@ size_t layout_key_xattr(uint8_t *out, uint64_t ino, const char *name, size_t nle
     return key_named(out, 'X', ino, name, nlen);
 }
 
-size_t layout_key_parent(uint8_t *out, uint64_t ino, uint64_t parent, const char *name,
-                         size_t nlen)
+size_t layout_key_parent(uint8_t *out, uint64_t ino, uint64_t parent, const char *name, size_t nlen)
 {
     if (nlen > LAYOUT_NAME_MAX)
         nlen = LAYOUT_NAME_MAX;
@@ -178,8 +177,7 @@ void layout_now(struct timespec *ts)
     clock_gettime(CLOCK_REALTIME, ts);
 }
 
-void layout_inode_init(layout_inode *in, uint64_t ino, uint32_t mode, uint32_t uid,
-                       uint32_t gid)
+void layout_inode_init(layout_inode *in, uint64_t ino, uint32_t mode, uint32_t uid, uint32_t gid)
 {
     memset(in, 0, sizeof(*in));
     in->ino = ino;
@@ -307,28 +305,27 @@ int layout_inode_put(kv_batch *b, const layout_inode *in)
 {
     uint8_t key[LAYOUT_KEY_MAX], val[LAYOUT_INODE_V1_BYTES];
     layout_inode_encode(val, in);
-    return put_owned(b, key, layout_key_inode(key, in->ino), val, sizeof(val),
-                     in->expire_at_ms);
+    return put_owned(b, key, layout_key_inode(key, in->ino), val, sizeof(val), in->expire_at_ms);
 }
 
-int layout_dirent_get(layout_fs *fs, uint64_t parent, const char *name, size_t nlen,
-                      uint64_t *ino, uint32_t *type)
+int layout_dirent_get(layout_fs *fs, uint64_t parent, const char *name, size_t nlen, uint64_t *ino,
+                      uint32_t *type)
 {
     uint8_t key[LAYOUT_KEY_MAX];
     void *val = NULL;
     size_t vlen = 0;
     if (nlen > LAYOUT_NAME_MAX)
         return layout_error(-ENAMETOOLONG, "name of %zu bytes", nlen);
-    int rc = kv_get(fs->db, NULL, key, layout_key_dirent(key, parent, name, nlen), &val, &vlen,
-                    NULL);
+    int rc =
+        kv_get(fs->db, NULL, key, layout_key_dirent(key, parent, name, nlen), &val, &vlen, NULL);
     if (rc == -ENOENT)
         return -ENOENT;
     if (rc < 0)
         return layout_kverr(rc, "read dirent");
     if (vlen < 9) {
         free(val);
-        return layout_error(-EUCLEAN, "dirent %.*s in directory %llu: %zu-byte value",
-                            (int)nlen, name, (unsigned long long)parent, vlen);
+        return layout_error(-EUCLEAN, "dirent %.*s in directory %llu: %zu-byte value", (int)nlen,
+                            name, (unsigned long long)parent, vlen);
     }
     const uint8_t *p = val;
     if (ino)
@@ -354,8 +351,7 @@ int layout_dirent_put(kv_batch *b, uint64_t parent, const char *name, size_t nle
     return rc;
 }
 
-int layout_dirent_del(kv_batch *b, uint64_t parent, const char *name, size_t nlen,
-                      uint64_t ino)
+int layout_dirent_del(kv_batch *b, uint64_t parent, const char *name, size_t nlen, uint64_t ino)
 {
     uint8_t key[LAYOUT_KEY_MAX];
     int rc = kv_batch_delete(b, key, layout_key_dirent(key, parent, name, nlen));
@@ -459,7 +455,8 @@ static int layout_check_format(layout_fs *fs, int has_root)
     size_t vlen = 0;
     int rc = kv_get(fs->db, NULL, LAYOUT_FORMAT_KEY, LAYOUT_FORMAT_KEY_LEN, &val, &vlen, NULL);
     if (rc == -ENOENT)
-        return has_root ? layout_error(-EPROTO, "store has no layout format record (made by "
+        return has_root ? layout_error(-EPROTO,
+                                       "store has no layout format record (made by "
                                        "an older kvfs with 64 KiB chunks); this kvfs reads "
                                        "format %u with %u-byte chunks only",
                                        LAYOUT_FORMAT_VERSION, LAYOUT_CHUNK)
@@ -474,9 +471,10 @@ static int layout_check_format(layout_fs *fs, int has_root)
     uint32_t ver = get_le32(val), chunk = get_le32((uint8_t *)val + 4);
     free(val);
     if (ver != LAYOUT_FORMAT_VERSION || chunk != LAYOUT_CHUNK)
-        return layout_error(-EPROTO, "store has layout format %u with %u-byte chunks; this "
-                            "kvfs reads format %u with %u-byte chunks only", ver, chunk,
-                            LAYOUT_FORMAT_VERSION, LAYOUT_CHUNK);
+        return layout_error(-EPROTO,
+                            "store has layout format %u with %u-byte chunks; this "
+                            "kvfs reads format %u with %u-byte chunks only",
+                            ver, chunk, LAYOUT_FORMAT_VERSION, LAYOUT_CHUNK);
     return 0;
 }
 
@@ -535,8 +533,8 @@ void layout_close(layout_fs *fs)
 /* -------------------------------------------------------------------- file data ---- */
 
 /* Fetches chunk idx. OUT: *val (malloc'd or NULL when missing), *vlen. */
-static int chunk_get(layout_fs *fs, const kv_readopts *ro, uint64_t ino, uint64_t idx,
-                     void **val, size_t *vlen)
+static int chunk_get(layout_fs *fs, const kv_readopts *ro, uint64_t ino, uint64_t idx, void **val,
+                     size_t *vlen)
 {
     uint8_t key[LAYOUT_KEY_MAX];
     *val = NULL;
@@ -549,8 +547,8 @@ static int chunk_get(layout_fs *fs, const kv_readopts *ro, uint64_t ino, uint64_
     if (*vlen > LAYOUT_CHUNK) {
         free(*val);
         *val = NULL;
-        return layout_error(-EUCLEAN, "inode %llu chunk %llu: %zu bytes",
-                            (unsigned long long)ino, (unsigned long long)idx, *vlen);
+        return layout_error(-EUCLEAN, "inode %llu chunk %llu: %zu bytes", (unsigned long long)ino,
+                            (unsigned long long)idx, *vlen);
     }
     return 0;
 }
@@ -628,8 +626,8 @@ int layout_read(layout_fs *fs, const layout_inode *in, void *buf, size_t len, ui
 
 /* Puts chunk idx = old bytes with [lo, hi) replaced by src (NULL = zeros), growing the chunk
  * to at least hi bytes. */
-static int chunk_patch(layout_fs *fs, kv_batch *b, const layout_inode *in, uint64_t idx,
-                       size_t lo, size_t hi, const uint8_t *src)
+static int chunk_patch(layout_fs *fs, kv_batch *b, const layout_inode *in, uint64_t idx, size_t lo,
+                       size_t hi, const uint8_t *src)
 {
     uint8_t key[LAYOUT_KEY_MAX];
     size_t klen = layout_key_chunk(key, in->ino, idx);
@@ -685,8 +683,7 @@ int layout_write(layout_fs *fs, kv_batch *b, layout_inode *in, const void *buf, 
 }
 
 /* Deletes every existing chunk of ino with index >= first (and < end, 0 = unbounded). */
-static int chunks_delete(layout_fs *fs, kv_batch *b, uint64_t ino, uint64_t first,
-                         uint64_t end)
+static int chunks_delete(layout_fs *fs, kv_batch *b, uint64_t ino, uint64_t first, uint64_t end)
 {
     uint8_t pfx[9], lo[LAYOUT_KEY_MAX], hi[LAYOUT_KEY_MAX];
     kv_iter_opts o;
@@ -745,8 +742,8 @@ int layout_truncate(layout_fs *fs, kv_batch *b, layout_inode *in, uint64_t size)
 }
 
 /* Zeroes [lo, hi) of chunk idx where the chunk has bytes (no growth). */
-static int chunk_zero(layout_fs *fs, kv_batch *b, const layout_inode *in, uint64_t idx,
-                      size_t lo, size_t hi)
+static int chunk_zero(layout_fs *fs, kv_batch *b, const layout_inode *in, uint64_t idx, size_t lo,
+                      size_t hi)
 {
     void *old;
     size_t olen;
@@ -962,16 +959,15 @@ static int path_start(const void *key, size_t klen, const char **p, const char *
 }
 
 /* dirent lookup at a read point. */
-int layout_dirent_get_at(layout_fs *fs, const kv_readopts *ro, uint64_t parent,
-                         const char *name, size_t nlen, uint64_t *ino, uint32_t *type)
+int layout_dirent_get_at(layout_fs *fs, const kv_readopts *ro, uint64_t parent, const char *name,
+                         size_t nlen, uint64_t *ino, uint32_t *type)
 {
     if (!ro)
         return layout_dirent_get(fs, parent, name, nlen, ino, type);
     uint8_t key[LAYOUT_KEY_MAX];
     void *val = NULL;
     size_t vlen = 0;
-    int rc = kv_get(fs->db, ro, key, layout_key_dirent(key, parent, name, nlen), &val, &vlen,
-                    NULL);
+    int rc = kv_get(fs->db, ro, key, layout_key_dirent(key, parent, name, nlen), &val, &vlen, NULL);
     if (rc < 0)
         return rc == -ENOENT ? rc : layout_kverr(rc, "read dirent");
     if (vlen < 9) {
@@ -999,8 +995,8 @@ static int layout_walk_ro(layout_fs *fs, const kv_readopts *ro, const void *key,
     while (rc == 0 && (rc = path_next(&p, end, &name, &nlen)) == 1) {
         uint64_t child;
         if (type != S_IFDIR)
-            return layout_error(-ENOTDIR, "%.*s: a path component is not a directory",
-                                (int)klen, (const char *)key);
+            return layout_error(-ENOTDIR, "%.*s: a path component is not a directory", (int)klen,
+                                (const char *)key);
         rc = layout_dirent_get_at(fs, ro, cur, name, nlen, &child, &type);
         if (rc == -ENOENT) {
             *last = cur;
@@ -1065,8 +1061,8 @@ int layout_read_file(layout_fs *fs, const void *key, size_t klen, void **val, si
     else if (rc == 0 && !S_ISREG(in.mode))
         rc = layout_error(-EINVAL, "%.*s is not a regular file", (int)klen, (const char *)key);
     else if (rc == 0 && in.size > LAYOUT_MAX_GET)
-        rc = layout_error(-EFBIG, "%.*s: %llu bytes is too large to return in one value",
-                          (int)klen, (const char *)key, (unsigned long long)in.size);
+        rc = layout_error(-EFBIG, "%.*s: %llu bytes is too large to return in one value", (int)klen,
+                          (const char *)key, (unsigned long long)in.size);
     if (rc == 0) {
         size_t got;
         void *buf = malloc(in.size ? (size_t)in.size : 1);
@@ -1135,8 +1131,8 @@ static int wf_chunks(kv_batch *b, layout_inode *f, const void *val, size_t vlen)
     const uint8_t *src = val;
     for (size_t off = 0; off < vlen; off += LAYOUT_CHUNK) {
         size_t n = vlen - off < LAYOUT_CHUNK ? vlen - off : LAYOUT_CHUNK;
-        int rc = put_owned(b, key, layout_key_chunk(key, f->ino, off / LAYOUT_CHUNK), src + off,
-                           n, 0);
+        int rc =
+            put_owned(b, key, layout_key_chunk(key, f->ino, off / LAYOUT_CHUNK), src + off, n, 0);
         if (rc < 0)
             return rc;
     }
@@ -1182,8 +1178,8 @@ static int wf_file(layout_fs *fs, kv_batch *b, wf_dir *d, const char *name, size
     return rc;
 }
 
-int layout_write_file(layout_fs *fs, const void *key, size_t klen, const void *val,
-                      size_t vlen, uint64_t expire_at_ms, uint32_t uid, uint32_t gid)
+int layout_write_file(layout_fs *fs, const void *key, size_t klen, const void *val, size_t vlen,
+                      uint64_t expire_at_ms, uint32_t uid, uint32_t gid)
 {
     const char *p, *end, *name, *next_name;
     size_t nlen, next_len;
@@ -1249,8 +1245,7 @@ static int split_parent(layout_fs *fs, const void *key, size_t klen, uint64_t *p
     return path_next(&s, end, name, nlen) < 0 ? -EINVAL : 0;
 }
 
-int layout_unlink_path(layout_fs *fs, const void *key, size_t klen, uint64_t *ino,
-                       int *now_orphan)
+int layout_unlink_path(layout_fs *fs, const void *key, size_t klen, uint64_t *ino, int *now_orphan)
 {
     uint64_t parent, child;
     uint32_t type;
@@ -1345,8 +1340,7 @@ static int list_one(list_ctx *c, const uint8_t *k, size_t kl, const uint8_t *v, 
     return c->fn(c->arg, c->path, plen + nlen, &info);
 }
 
-static int list_dir(list_ctx *c, uint64_t dir, size_t plen, const char *npfx, size_t npl,
-                    int depth)
+static int list_dir(list_ctx *c, uint64_t dir, size_t plen, const char *npfx, size_t npl, int depth)
 {
     uint8_t pfx[LAYOUT_KEY_MAX];
     kv_iter *it = NULL;
@@ -1365,8 +1359,7 @@ static int list_dir(list_ctx *c, uint64_t dir, size_t plen, const char *npfx, si
     return rc;
 }
 
-int layout_list_prefix(layout_fs *fs, const void *prefix, size_t plen, layout_list_fn fn,
-                       void *arg)
+int layout_list_prefix(layout_fs *fs, const void *prefix, size_t plen, layout_list_fn fn, void *arg)
 {
     list_ctx c;
     kv_snapshot *snap = NULL;
@@ -1452,8 +1445,8 @@ static uint64_t dirent_ino_at(layout_fs *fs, const uint8_t *dkey, size_t dkl, ui
 
 /* Adds the versions of ino's record made while the name pointed to it (dv: the name's
  * versions, newest first, with .size holding the ino named, 0 when deleted). */
-static int history_add_ino(layout_fs *fs, uint64_t ino, const kv_version *dv, size_t dn,
-                           int whole, kv_version **out, size_t *n, size_t *cap)
+static int history_add_ino(layout_fs *fs, uint64_t ino, const kv_version *dv, size_t dn, int whole,
+                           kv_version **out, size_t *n, size_t *cap)
 {
     uint8_t ikey[LAYOUT_KEY_MAX];
     kv_version *iv = NULL;
@@ -1625,9 +1618,8 @@ int layout_versions_format(const kv_version *list, size_t n, char **out, size_t 
     for (size_t i = 0; i < n; i++) {
         char when[40];
         layout_iso_time(list[i].time_ms, when, sizeof(when));
-        int w = snprintf(buf + pos, cap - pos, "%llu %s %llu%s\n",
-                         (unsigned long long)list[i].seq, when,
-                         (unsigned long long)list[i].size, list[i].deleted ? " deleted" : "");
+        int w = snprintf(buf + pos, cap - pos, "%llu %s %llu%s\n", (unsigned long long)list[i].seq,
+                         when, (unsigned long long)list[i].size, list[i].deleted ? " deleted" : "");
         if (w < 0 || (size_t)w >= cap - pos) {
             free(buf);
             return layout_error(-EOVERFLOW, "version table too long");
@@ -1825,8 +1817,8 @@ static int check_records(check_ctx *c, check_ino *v, size_t n)
         }
         if (rc < 0)
             return rc;
-        int orphan = kv_get(c->fs->db, &c->ro, okey, layout_key_orphan(okey, in.ino), NULL,
-                            NULL, NULL) == 0;
+        int orphan =
+            kv_get(c->fs->db, &c->ro, okey, layout_key_orphan(okey, in.ino), NULL, NULL, NULL) == 0;
         uint32_t want = S_ISDIR(in.mode) ? 2 + v[i].subdirs : v[i].links;
         int linked = v[i].links > 0 || in.ino == LAYOUT_ROOT_INO;
         if (linked && in.nlink != want)

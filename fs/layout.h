@@ -58,16 +58,16 @@
 #include <stdint.h>
 #include <time.h>
 
-#define LAYOUT_CHUNK 4096u     /* bytes per 'C' chunk; recorded in 'M' "format" */
+#define LAYOUT_CHUNK 4096u       /* bytes per 'C' chunk; recorded in 'M' "format" */
 #define LAYOUT_FORMAT_VERSION 2u /* 1: the unrecorded 64 KiB-chunk layout; 2: 4 KiB chunks */
 #define LAYOUT_FORMAT_BYTES 8u
 #define LAYOUT_ROOT_INO 1u
 #define LAYOUT_NAME_MAX 255u
-#define LAYOUT_INO_BATCH 4096u            /* inodes reserved per allocator step */
-#define LAYOUT_MAX_PUT (64u << 20)        /* largest value written by layout_write_file */
-#define LAYOUT_MAX_GET (256u << 20)       /* largest value returned by layout_read_file */
-#define LAYOUT_PURGE_FAST 64u      /* chunks up to which layout_purge deletes blindly */
-#define LAYOUT_IF_XATTRS 1u        /* inode flag: the inode has (or once had) 'X' keys */
+#define LAYOUT_INO_BATCH 4096u      /* inodes reserved per allocator step */
+#define LAYOUT_MAX_PUT (64u << 20)  /* largest value written by layout_write_file */
+#define LAYOUT_MAX_GET (256u << 20) /* largest value returned by layout_read_file */
+#define LAYOUT_PURGE_FAST 64u       /* chunks up to which layout_purge deletes blindly */
+#define LAYOUT_IF_XATTRS 1u         /* inode flag: the inode has (or once had) 'X' keys */
 #define LAYOUT_INODE_VERSION 1u
 #define LAYOUT_INODE_V1_BYTES 117u
 
@@ -78,7 +78,7 @@ typedef struct layout_inode {
     uint64_t ino; /* not stored in the record: the key says it */
     uint32_t mode, uid, gid, nlink, flags;
     uint64_t rdev, size, generation;
-    uint64_t parent; /* directories: the parent directory (root: itself) */
+    uint64_t parent;        /* directories: the parent directory (root: itself) */
     uint64_t expire_at_ms;  /* 0 = none (I4) */
     uint64_t default_ttl_s; /* directories: TTL given to new files (0 = none) */
     struct timespec atime, mtime, ctime, btime;
@@ -114,24 +114,22 @@ size_t layout_key_expiry(uint8_t *out, uint64_t expire_at_ms, uint64_t ino);
 
 /* ---- records ---- */
 void layout_now(struct timespec *ts);
-void layout_inode_init(layout_inode *in, uint64_t ino, uint32_t mode, uint32_t uid,
-                       uint32_t gid);
+void layout_inode_init(layout_inode *in, uint64_t ino, uint32_t mode, uint32_t uid, uint32_t gid);
 int layout_inode_decode(const void *val, size_t vlen, uint64_t ino, layout_inode *out);
 /* OUT: *out; -ENOENT when the inode has no record. ro may be NULL (latest). */
 int layout_inode_get_at(layout_fs *fs, const kv_readopts *ro, uint64_t ino, layout_inode *out);
 int layout_inode_get(layout_fs *fs, uint64_t ino, layout_inode *out);
 int layout_inode_put(kv_batch *b, const layout_inode *in);
 /* OUT: *ino, *type (S_IFMT bits). -ENOENT when there is no such entry. */
-int layout_dirent_get(layout_fs *fs, uint64_t parent, const char *name, size_t nlen,
-                      uint64_t *ino, uint32_t *type);
-int layout_dirent_get_at(layout_fs *fs, const kv_readopts *ro, uint64_t parent,
-                         const char *name, size_t nlen, uint64_t *ino, uint32_t *type);
+int layout_dirent_get(layout_fs *fs, uint64_t parent, const char *name, size_t nlen, uint64_t *ino,
+                      uint32_t *type);
+int layout_dirent_get_at(layout_fs *fs, const kv_readopts *ro, uint64_t parent, const char *name,
+                         size_t nlen, uint64_t *ino, uint32_t *type);
 /* Both also keep the parent pointer of ino (I5). Dirents carry no TTL (I4); expire_at_ms
  * is accepted for the callers' convenience and ignored. */
 int layout_dirent_put(kv_batch *b, uint64_t parent, const char *name, size_t nlen, uint64_t ino,
                       uint32_t type, uint64_t expire_at_ms);
-int layout_dirent_del(kv_batch *b, uint64_t parent, const char *name, size_t nlen,
-                      uint64_t ino);
+int layout_dirent_del(kv_batch *b, uint64_t parent, const char *name, size_t nlen, uint64_t ino);
 /* Changes in->expire_at_ms to expire_at_ms (0 = none), keeping the 'E' index (I5); the caller
  * puts the record into the same batch. */
 int layout_expiry_set(kv_batch *b, layout_inode *in, uint64_t expire_at_ms);
@@ -192,17 +190,15 @@ int layout_read_file(layout_fs *fs, const void *key, size_t klen, void **val, si
 /* Makes key a regular file holding exactly val (one batch): missing parent directories are
  * created (mode 0755), an existing file keeps its inode, mode and owner. New inodes belong
  * to uid:gid. expire_at_ms (0 = none) becomes the file's TTL. */
-int layout_write_file(layout_fs *fs, const void *key, size_t klen, const void *val,
-                      size_t vlen, uint64_t expire_at_ms, uint32_t uid, uint32_t gid);
+int layout_write_file(layout_fs *fs, const void *key, size_t klen, const void *val, size_t vlen,
+                      uint64_t expire_at_ms, uint32_t uid, uint32_t gid);
 /* Removes the dirent of a non-directory key. OUT: *ino, *now_orphan (1 when nlink reached
  * 0: the caller purges with layout_purge once nothing holds the inode). */
-int layout_unlink_path(layout_fs *fs, const void *key, size_t klen, uint64_t *ino,
-                       int *now_orphan);
+int layout_unlink_path(layout_fs *fs, const void *key, size_t klen, uint64_t *ino, int *now_orphan);
 /* Calls fn, in path order, for every regular file whose key starts with prefix; info gives
  * the file's size (value_len), inode-record seq and TTL. A non-zero return of fn stops the
  * listing and is returned. */
-typedef int (*layout_list_fn)(void *arg, const void *key, size_t klen,
-                              const kv_entry_info *info);
+typedef int (*layout_list_fn)(void *arg, const void *key, size_t klen, const kv_entry_info *info);
 int layout_list_prefix(layout_fs *fs, const void *prefix, size_t plen, layout_list_fn fn,
                        void *arg);
 /* The versions of a path, newest first: every retained version of the inode record of

@@ -4,9 +4,9 @@
  *
  * There is no flush handler: every write is in the store before it is acknowledged, so close(2)
  * has nothing to add, and libfuse's ENOSYS makes the kernel stop sending FLUSH (one round trip
- * less per close). A file handle (fi->fh) holds the open flags; O_APPEND writes go to the size the store holds
- * at that moment, under the write lock, so appenders on the same mount never overwrite each
- * other. Each write is one batch: the chunks it touches (partial chunks read-modify-written)
+ * less per close). A file handle (fi->fh) holds the open flags; O_APPEND writes go to the size the
+ * store holds at that moment, under the write lock, so appenders on the same mount never overwrite
+ * each other. Each write is one batch: the chunks it touches (partial chunks read-modify-written)
  * plus the inode record with the new size and mtime, so after a crash a file holds a state
  * it really had. Writes are not synced; fsync syncs the WAL once (kv_sync).
  *
@@ -123,8 +123,7 @@ void kvfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mod
         kvfs_unref_purge(fs, e.ino, 1, 1);
 }
 
-void kvfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-               struct fuse_file_info *fi)
+void kvfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
     kvfs *fs = KVFS_FS(req);
     layout_inode in;
@@ -149,8 +148,7 @@ void kvfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     free(buf);
 }
 
-static int kvfs_do_write(kvfs *fs, uint64_t ino, const char *buf, size_t size, off_t off,
-                         int flags)
+static int kvfs_do_write(kvfs *fs, uint64_t ino, const char *buf, size_t size, off_t off, int flags)
 {
     layout_inode in;
     kv_batch *b = NULL;

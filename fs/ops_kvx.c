@@ -96,8 +96,7 @@ int kvfs_kvx_get(kvfs *fs, uint64_t ino, const kv_readopts *ro, const char *name
         return kvx_text(val, vlen, "%lld", (long long)info.seq);
     if (strcmp(n, "ttl") == 0)
         return kvx_text(val, vlen, "%lld",
-                        in.expire_at_ms ? (long long)((in.expire_at_ms - now + 999) / 1000)
-                                        : -1ll);
+                        in.expire_at_ms ? (long long)((in.expire_at_ms - now + 999) / 1000) : -1ll);
     if (strcmp(n, "expires") == 0)
         return kvx_text(val, vlen, "%lld",
                         in.expire_at_ms ? (long long)(in.expire_at_ms / 1000) : -1ll);

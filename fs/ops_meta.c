@@ -70,8 +70,7 @@ static int get_dir(kvfs *fs, uint64_t ino, layout_inode *in)
 
 /* ------------------------------------------------------------------ lookup/forget ---- */
 
-static int kvfs_do_lookup(kvfs *fs, uint64_t parent, const char *name,
-                          struct fuse_entry_param *e)
+static int kvfs_do_lookup(kvfs *fs, uint64_t parent, const char *name, struct fuse_entry_param *e)
 {
     size_t nlen;
     uint64_t ino;
@@ -257,18 +256,17 @@ static void new_owner(fuse_req_t req, const layout_inode *dir, layout_inode *in)
 }
 
 /* Builds the batch creating in (named name in dir). */
-static int mknod_batch(kvfs *fs, kv_batch *b, layout_inode *dir, const char *name,
-                       size_t nlen, layout_inode *in, const char *link)
+static int mknod_batch(kvfs *fs, kv_batch *b, layout_inode *dir, const char *name, size_t nlen,
+                       layout_inode *in, const char *link)
 {
     uint8_t key[LAYOUT_KEY_MAX];
     int rc = 0;
     if (link) {
         size_t tl = strlen(link);
         in->size = tl;
-        rc = in->expire_at_ms
-                 ? kv_batch_put_ttl(b, key, layout_key_symlink(key, in->ino), link, tl,
-                                    in->expire_at_ms)
-                 : kv_batch_put(b, key, layout_key_symlink(key, in->ino), link, tl);
+        rc = in->expire_at_ms ? kv_batch_put_ttl(b, key, layout_key_symlink(key, in->ino), link, tl,
+                                                 in->expire_at_ms)
+                              : kv_batch_put(b, key, layout_key_symlink(key, in->ino), link, tl);
     }
     dir->mtime = dir->ctime = in->ctime;
     if (S_ISDIR(in->mode))
@@ -303,8 +301,7 @@ static int open_existing(kvfs *fs, uint64_t ino, int nopen, struct fuse_entry_pa
 }
 
 int kvfs_do_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev,
-                  const char *link, int nopen, int excl, int *existed,
-                  struct fuse_entry_param *e)
+                  const char *link, int nopen, int excl, int *existed, struct fuse_entry_param *e)
 {
     kvfs *fs = KVFS_FS(req);
     layout_inode dir, in;
@@ -360,8 +357,7 @@ static void reply_new(fuse_req_t req, const char *op, int rc, struct fuse_entry_
         fuse_reply_entry(req, e);
 }
 
-static void kvfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
-                       dev_t rdev)
+static void kvfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
     struct fuse_entry_param e;
     int existed;
@@ -379,8 +375,8 @@ static void kvfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode
         reply_new(req, "mkdir", kvfs_snap_mkdir(KVFS_FS(req), name, &e), &e);
         return;
     }
-    int rc = kvfs_do_mknod(req, parent, name, S_IFDIR | (mode & 07777), 0, NULL, 0, 1,
-                           &existed, &e);
+    int rc =
+        kvfs_do_mknod(req, parent, name, S_IFDIR | (mode & 07777), 0, NULL, 0, 1, &existed, &e);
     reply_new(req, "mkdir", rc, &e);
 }
 
@@ -405,8 +401,8 @@ static void kvfs_readlink(fuse_req_t req, fuse_ino_t ino)
     int rc = kvfs_node(KVFS_FS(req), ino, &real, &ro, &view);
     if (rc >= 0)
         rc = rc == 2 ? -EINVAL
-                     : kv_get(KVFS_FS(req)->db, ro, key, layout_key_symlink(key, real), &val,
-                              &vlen, NULL);
+                     : kv_get(KVFS_FS(req)->db, ro, key, layout_key_symlink(key, real), &val, &vlen,
+                              NULL);
     char *s = rc == 0 ? malloc(vlen + 1) : NULL;
     if (rc == 0 && !s)
         rc = -ENOMEM;
@@ -586,8 +582,8 @@ static void rn_move_dir(layout_inode *dir, layout_inode *from, layout_inode *to)
     dir->parent = to->ino;
 }
 
-static int rn_batch(kv_batch *b, rn_state *s, const char *name, size_t nlen,
-                    const char *newname, size_t newlen, unsigned flags)
+static int rn_batch(kv_batch *b, rn_state *s, const char *name, size_t nlen, const char *newname,
+                    size_t newlen, unsigned flags)
 {
     struct timespec now;
     int rc;
@@ -596,8 +592,8 @@ static int rn_batch(kv_batch *b, rn_state *s, const char *name, size_t nlen,
         uint8_t pk[LAYOUT_KEY_MAX]; /* both names change inode: drop both parent pointers */
         rc = kv_batch_delete(b, pk, layout_key_parent(pk, s->sino, s->op->ino, name, nlen));
         if (rc == 0)
-            rc = kv_batch_delete(b, pk, layout_key_parent(pk, s->dino, s->np->ino, newname,
-                                                          newlen));
+            rc =
+                kv_batch_delete(b, pk, layout_key_parent(pk, s->dino, s->np->ino, newname, newlen));
         if (rc == 0)
             rc = layout_dirent_put(b, s->op->ino, name, nlen, s->dino, s->dst.mode & S_IFMT,
                                    s->dst.expire_at_ms);
@@ -607,8 +603,8 @@ static int rn_batch(kv_batch *b, rn_state *s, const char *name, size_t nlen,
         rc = layout_dirent_del(b, s->op->ino, name, nlen, s->sino);
         if (rc == 0 && s->dexists) {
             uint8_t pk[LAYOUT_KEY_MAX]; /* the replaced name no longer points to dst */
-            rc = kv_batch_delete(b, pk, layout_key_parent(pk, s->dino, s->np->ino, newname,
-                                                          newlen));
+            rc =
+                kv_batch_delete(b, pk, layout_key_parent(pk, s->dino, s->np->ino, newname, newlen));
             s->dst.ctime = now;
             if (S_ISDIR(s->dst.mode)) {
                 s->dst.nlink = 0;
@@ -678,8 +674,8 @@ out:
     return rc;
 }
 
-static void kvfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
-                        fuse_ino_t newparent, const char *newname, unsigned int flags)
+static void kvfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+                        const char *newname, unsigned int flags)
 {
     int rc = kvfs_do_rename(KVFS_FS(req), parent, name, newparent, newname, flags);
     fuse_reply_err(req, -kvfs_fail("rename", rc));
@@ -718,8 +714,7 @@ static int kvfs_do_link(kvfs *fs, uint64_t ino, uint64_t newparent, const char *
         in.nlink++;
         in.ctime = now;
         dir.mtime = dir.ctime = now;
-        rc = layout_dirent_put(b, newparent, newname, nlen, ino, in.mode & S_IFMT,
-                               in.expire_at_ms);
+        rc = layout_dirent_put(b, newparent, newname, nlen, ino, in.mode & S_IFMT, in.expire_at_ms);
     }
     if (rc == 0 && (rc = layout_inode_put(b, &in)) == 0 && (rc = layout_inode_put(b, &dir)) == 0)
         rc = kvfs_commit(fs, b);
@@ -751,11 +746,11 @@ typedef struct kvfs_dent {
 /* An open directory: its listing, taken at the first readdir (offset 0) so that offsets
  * stay stable while entries are removed (rm -r reads, unlinks, reads on). */
 typedef struct kvfs_dirh {
-    uint64_t ino;            /* node id */
-    uint64_t real;           /* inode number (inside the view) */
-    const kv_readopts *ro;   /* NULL: live */
-    unsigned view;           /* 0: live */
-    int kind;                /* kvfs_node: 0 live, 1 view, 2 .snapshots */
+    uint64_t ino;          /* node id */
+    uint64_t real;         /* inode number (inside the view) */
+    const kv_readopts *ro; /* NULL: live */
+    unsigned view;         /* 0: live */
+    int kind;              /* kvfs_node: 0 live, 1 view, 2 .snapshots */
     kvfs_dent *ents;
     size_t n, cap;
     int loaded;
@@ -769,16 +764,16 @@ static void dirh_clear(kvfs_dirh *d)
     d->loaded = 0;
 }
 
-static int dirh_add_real(kvfs_dirh *d, uint64_t ino, uint64_t real, uint32_t type,
-                         const char *name, size_t nlen);
+static int dirh_add_real(kvfs_dirh *d, uint64_t ino, uint64_t real, uint32_t type, const char *name,
+                         size_t nlen);
 
 static int dirh_add(kvfs_dirh *d, uint64_t ino, uint32_t type, const char *name, size_t nlen)
 {
     return dirh_add_real(d, ino, 0, type, name, nlen);
 }
 
-static int dirh_add_real(kvfs_dirh *d, uint64_t ino, uint64_t real, uint32_t type,
-                         const char *name, size_t nlen)
+static int dirh_add_real(kvfs_dirh *d, uint64_t ino, uint64_t real, uint32_t type, const char *name,
+                         size_t nlen)
 {
     if (d->n == d->cap) {
         size_t nc = d->cap ? d->cap * 2 : 64;
@@ -954,8 +949,7 @@ static void kvfs_readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off
     if (rc == 0 && (off == 0 || !d->loaded))
         rc = dirh_load(fs, d);
     for (size_t i = (size_t)off; rc == 0 && i < d->n; i++) {
-        size_t sz = readdir_one(req, fs, d, &d->ents[i], buf + pos, size - pos, (off_t)i + 1,
-                                plus);
+        size_t sz = readdir_one(req, fs, d, &d->ents[i], buf + pos, size - pos, (off_t)i + 1, plus);
         if (sz == 0)
             break;
         pos += sz;
@@ -989,8 +983,7 @@ static void kvfs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_inf
     fuse_reply_err(req, 0);
 }
 
-static void kvfs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
-                          struct fuse_file_info *fi)
+static void kvfs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
     (void)ino;
     (void)datasync;
@@ -1088,8 +1081,8 @@ static void kvfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, cons
 
 /* The getxattr/listxattr reply: the length when size is 0 (the caller asks how much room to
  * give), ERANGE when the bytes do not fit in size, else the bytes. */
-static void reply_xattr_bytes(fuse_req_t req, const char *what, int rc, const void *buf,
-                              size_t len, size_t size)
+static void reply_xattr_bytes(fuse_req_t req, const char *what, int rc, const void *buf, size_t len,
+                              size_t size)
 {
     if (rc == 0 && size && len > size)
         rc = -ERANGE;
@@ -1117,8 +1110,8 @@ static void kvfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size
     if (rc == 0 && kvfs_kvx_is(name))
         rc = kvfs_kvx_get(fs, real, ro, name, (char **)&val, &vlen);
     else if (rc == 0)
-        rc = kv_get(fs->db, ro, key, layout_key_xattr(key, real, name, strlen(name)), &val,
-                    &vlen, NULL);
+        rc = kv_get(fs->db, ro, key, layout_key_xattr(key, real, name, strlen(name)), &val, &vlen,
+                    NULL);
     if (rc == -ENOENT)
         rc = -ENODATA;
     reply_xattr_bytes(req, "getxattr", rc, val, vlen, size);

@@ -76,8 +76,8 @@ static int parse_at(kvfs *fs, const char *name, uint64_t *seq, uint64_t *time_ms
         }
         if (v < kv_oldest_readable_seq(fs->db)) {
             kvfs_log(".snapshots/%s: sequence %llu is older than the retained history "
-                     "(oldest readable %llu; -o history=%llus)", name, v,
-                     (unsigned long long)kv_oldest_readable_seq(fs->db),
+                     "(oldest readable %llu; -o history=%llus)",
+                     name, v, (unsigned long long)kv_oldest_readable_seq(fs->db),
                      (unsigned long long)(fs->history_ms / 1000));
             return -ENOENT;
         }
@@ -281,7 +281,7 @@ int kvfs_snap_mkdir(kvfs *fs, const char *name, struct fuse_entry_param *e)
     int rc = kv_named_snapshot_create(fs->db, name, &info);
     if (rc < 0)
         return rc == -EEXIST || rc == -EINVAL || rc == -ENAMETOOLONG ? rc
-                                                                      : kvfs_fail("snapshot", rc);
+                                                                     : kvfs_fail("snapshot", rc);
     if (kv_sync(fs->db) < 0)
         kvfs_log("snapshot %s: sync: %s", name, kv_last_error());
     return kvfs_snap_lookup(fs, KVFS_SNAPDIR_ID, name, e);

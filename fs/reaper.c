@@ -67,8 +67,8 @@ static int reap_one(kvfs *fs, uint64_t exp, uint64_t ino, layout_link **links, s
                 rc = layout_dirent_del(b, l->parent, l->name, l->nlen, ino);
                 (*links)[keep++] = *l;
             } else { /* the name was reused by a new file: drop only the stale pointer */
-                rc = kv_batch_delete(b, key, layout_key_parent(key, ino, l->parent, l->name,
-                                                               l->nlen));
+                rc = kv_batch_delete(b, key,
+                                     layout_key_parent(key, ino, l->parent, l->name, l->nlen));
             }
         }
         *n = keep;
@@ -100,11 +100,10 @@ out:
 static void reap_notify(kvfs *fs, uint64_t ino, const layout_link *links, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        int r = fuse_lowlevel_notify_delete(fs->se, links[i].parent, ino, links[i].name,
-                                            links[i].nlen);
+        int r =
+            fuse_lowlevel_notify_delete(fs->se, links[i].parent, ino, links[i].name, links[i].nlen);
         if (r != 0)
-            fuse_lowlevel_notify_inval_entry(fs->se, links[i].parent, links[i].name,
-                                             links[i].nlen);
+            fuse_lowlevel_notify_inval_entry(fs->se, links[i].parent, links[i].name, links[i].nlen);
         fuse_lowlevel_notify_inval_inode(fs->se, links[i].parent, 0, 0);
     }
     if (n)
