@@ -90,7 +90,7 @@ int kvfs_fail(const char *op, int rc)
     return rc;
 }
 
-/* ---------------------------------------------------------------- readahead ---- */
+/* ------------------------------------------------------ mounts and readahead ---- */
 
 /* Undoes /proc/self/mountinfo's octal escapes (\040 for a space, ...) in place. */
 static void mountinfo_unescape(char *s)
@@ -108,30 +108,33 @@ static void mountinfo_unescape(char *s)
     *o = '\0';
 }
 
-/* The "major:minor" of the newest FUSE mount on mountpoint (mountinfo: the mountpoint must
- * not be stat'ed here, the daemon is not serving yet). 0, or a negative errno. */
-static int mount_device(const char *mountpoint, char *dev, size_t cap)
+/* Looks mountpoint (absolute, resolved) up in /proc/self/mountinfo, among FUSE mounts only
+ * when fuse_only is set, without touching the mountpoint itself (the daemon may not be serving
+ * yet). Returns 1 if mounted, with *dev (when dev is not NULL) the "major:minor" of the newest
+ * such mount; 0 if not; a negative errno if mountinfo cannot be read. */
+static int mountinfo_find(const char *mountpoint, int fuse_only, char *dev, size_t cap)
 {
     FILE *f = fopen("/proc/self/mountinfo", "re");
     if (!f)
         return -errno;
     char *line = NULL;
     size_t lcap = 0;
-    int rc = -ENOENT;
+    int found = 0;
     while (getline(&line, &lcap, f) > 0) {
         char mdev[64], mpoint[PATH_MAX], *sep = strstr(line, " - ");
-        if (!sep || sscanf(line, "%*s %*s %63s %*s %4095s", mdev, mpoint) != 2 ||
-            strncmp(sep + 3, "fuse", 4) != 0)
+        if (sscanf(line, "%*s %*s %63s %*s %4095s", mdev, mpoint) != 2 ||
+            (fuse_only && (!sep || strncmp(sep + 3, "fuse", 4) != 0)))
             continue;
         mountinfo_unescape(mpoint);
-        if (strcmp(mpoint, mountpoint) == 0 && strlen(mdev) < cap) {
-            memcpy(dev, mdev, strlen(mdev) + 1); /* a later line is a newer mount */
-            rc = 0;
-        }
+        if (strcmp(mpoint, mountpoint) != 0)
+            continue;
+        found = 1; /* a later line is a newer mount: keep looking */
+        if (dev && strlen(mdev) < cap)
+            memcpy(dev, mdev, strlen(mdev) + 1);
     }
     free(line);
     fclose(f);
-    return rc;
+    return found;
 }
 
 void kvfs_set_readahead(kvfs *fs, struct fuse_conn_info *conn)
@@ -139,8 +142,10 @@ void kvfs_set_readahead(kvfs *fs, struct fuse_conn_info *conn)
     char dev[64], path[128], val[32];
     if (!fs->readahead_kib || !fs->mountpoint)
         return;
-    int rc = mount_device(fs->mountpoint, dev, sizeof dev);
-    if (rc == 0) {
+    int rc = mountinfo_find(fs->mountpoint, 1, dev, sizeof dev);
+    if (rc == 0)
+        rc = -ENOENT;
+    if (rc > 0) {
         snprintf(path, sizeof path, "/sys/class/bdi/%s/read_ahead_kb", dev);
         int fd = open(path, O_WRONLY | O_CLOEXEC);
         int len = snprintf(val, sizeof val, "%u\n", fs->readahead_kib);
@@ -446,32 +451,7 @@ static int make_dirs(const char *path, mode_t mode)
 /* Is path (absolute, resolved) a mount point already? */
 static int is_mounted(const char *path)
 {
-    FILE *f = fopen("/proc/self/mountinfo", "r");
-    char line[8192];
-    int found = 0;
-    if (!f)
-        return 0;
-    while (!found && fgets(line, sizeof(line), f)) {
-        char mp[4096];
-        if (sscanf(line, "%*s %*s %*s %*s %4095s", mp) != 1)
-            continue;
-        /* mountinfo escapes spaces etc. as \040; decode */
-        char dec[4096];
-        size_t j = 0;
-        for (size_t i = 0; mp[i] && j + 1 < sizeof(dec); i++) {
-            if (mp[i] == '\\' && mp[i + 1] && mp[i + 2] && mp[i + 3]) {
-                dec[j++] =
-                    (char)((mp[i + 1] - '0') * 64 + (mp[i + 2] - '0') * 8 + (mp[i + 3] - '0'));
-                i += 3;
-            } else {
-                dec[j++] = mp[i];
-            }
-        }
-        dec[j] = '\0';
-        found = strcmp(dec, path) == 0;
-    }
-    fclose(f);
-    return found;
+    return mountinfo_find(path, 0, NULL, 0) > 0;
 }
 
 static int check_environment(const char *mnt)
