@@ -240,22 +240,23 @@ out:
 }
 
 /* Takes the oldest pooled obsolete segment and renames it to path; 1 when one was renamed. A
- * segment that cannot be renamed is deleted. (mu) */
+ * segment that cannot be renamed is deleted, so it does not linger. (mu) */
 static int db_take_pooled_wal(kv_db *db, const char *path)
 {
-    int got = 0;
-    while (db->wal_pool_n > 0 && !got) {
+    while (db->wal_pool_n > 0) {
         char old[PATH_MAX];
         uint64_t number = db->wal_pool[0];
         db->wal_pool_n--;
         memmove(db->wal_pool, db->wal_pool + 1, db->wal_pool_n * sizeof db->wal_pool[0]);
-        int rc = db_wal_path(db, number, old, sizeof old);
-        if (rc == 0 && (rc = kvio_rename(old, path)) == 0)
-            got = 1;
-        else if (rc == 0 || kvio_unlink(old) != 0)
+        if (db_wal_path(db, number, old, sizeof old) != 0)
+            continue; /* cannot be: the new segment's longer name fitted */
+        if (kvio_rename(old, path) == 0)
+            return 1;
+        fprintf(stderr, "kvfs: %s\n", kv_last_error());
+        if (kvio_unlink(old) != 0)
             fprintf(stderr, "kvfs: %s\n", kv_last_error());
     }
-    return got;
+    return 0;
 }
 
 static int db_open_new_wal(kv_db *db)

@@ -220,16 +220,13 @@ int log_writer_sync(log_writer *w)
 
 int log_writer_seal(log_writer *w)
 {
-    if (w->err)
-        return kv_error(w->err, "%s: log is unusable after an earlier I/O error", w->path);
-    int rc = 0;
-    if (w->stale > w->offset && (rc = kvio_truncate(w->fd, w->path, w->offset)) == 0)
+    if (!w->err && w->stale > w->offset) {
+        int rc = kvio_truncate(w->fd, w->path, w->offset);
+        if (rc)
+            return w->err = rc;
         w->stale = w->offset;
-    if (rc == 0)
-        rc = kvio_fsync(w->fd, w->path);
-    if (rc)
-        w->err = rc;
-    return rc;
+    }
+    return log_writer_sync(w);
 }
 
 uint64_t log_writer_offset(const log_writer *w)
