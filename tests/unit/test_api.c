@@ -1310,25 +1310,25 @@ static void test_memtable_budget(const char *dir)
     CHECK_OK(kv_close(db));
 }
 
-/* ------------------------------------------------------------------- main ---- */
-
-/* 1 if a WAL segment in dir other than the one called name has inode ino. OUT: *nlogs. */
-static int wal_renamed(const char *dir, const char *name, ino_t ino, size_t *nlogs)
+/* The WAL segments in dir: up to cap names and inode numbers. Returns how many there are. */
+static size_t wal_segments(const char *dir, char (*names)[64], ino_t *inos, size_t cap)
 {
     DIR *d = opendir(dir);
     CHECK(d != NULL);
-    int found = 0;
+    size_t n = 0;
     struct dirent *e;
-    *nlogs = 0;
     while ((e = readdir(d)) != NULL) {
         size_t l = strlen(e->d_name);
         if (l > 4 && strcmp(e->d_name + l - 4, ".log") == 0) {
-            (*nlogs)++;
-            found |= e->d_ino == ino && strcmp(e->d_name, name) != 0;
+            if (n < cap) {
+                snprintf(names[n], 64, "%s", e->d_name);
+                inos[n] = e->d_ino;
+            }
+            n++;
         }
     }
     closedir(d);
-    return found;
+    return n;
 }
 
 /* Obsolete WAL segments are reused (renamed and overwritten) rather than deleted: the files
@@ -1341,16 +1341,11 @@ static void test_wal_reuse(const char *dir)
     o.memtable_bytes = 64 << 10;
     o.wal_segment_bytes = 64 << 10;
     kv_db *db = open_store(dir, &o);
-    char name[64], path[700], probe[700];
-    size_t nlogs;
-    CHECK(!wal_renamed(dir, "", 0, &nlogs) && nlogs == 1); /* a new store: one segment */
-    DIR *d = opendir(dir);
-    CHECK(d != NULL);
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-        if (strlen(e->d_name) > 4 && strcmp(e->d_name + strlen(e->d_name) - 4, ".log") == 0)
-            snprintf(name, sizeof name, "%s", e->d_name);
-    closedir(d);
+    char names[8][64], path[700], probe[700];
+    ino_t inos[8];
+    CHECK(wal_segments(dir, names, inos, 8) == 1); /* a new store: one segment */
+    char name[64];
+    snprintf(name, sizeof name, "%s", names[0]);
     /* a second name keeps the first segment's inode number from being handed out again if the
      * store deleted it, so finding that inode under another .log name proves a reuse */
     snprintf(path, sizeof path, "%s/%s", dir, name);
@@ -1366,8 +1361,10 @@ static void test_wal_reuse(const char *dir)
         CHECK_OK(kv_put(db, key, (size_t)kl, val, sizeof val, i % 50 == 0 ? KV_WRITE_SYNC : 0));
         if (i % 100 == 99) {
             CHECK_OK(kv_flush(db));
-            reused |= wal_renamed(dir, name, st.st_ino, &nlogs);
-            CHECK(nlogs <= 4); /* the live segment, at most DB_WAL_POOL (2) waiting, + one */
+            size_t n = wal_segments(dir, names, inos, 8);
+            CHECK(n <= 4); /* the live segment, at most DB_WAL_POOL (2) waiting, + one */
+            for (size_t j = 0; j < n && j < 8; j++)
+                reused |= inos[j] == st.st_ino && strcmp(names[j], name) != 0;
         }
     }
     CHECK(reused);
@@ -1425,6 +1422,8 @@ static void test_uncompressed_levels(const char *dir)
     CHECK_OK(kv_close(db));
 }
 
+/* ------------------------------------------------------------------- main ---- */
+
 int main(void)
 {
     tu_seed_init();
@@ -1435,7 +1434,8 @@ int main(void)
     test_limits();
 
     char *root = xstrdup_path(tu_tmpdir("api"));
-    char d1[600], d2[600], d3[600], d4[600], d5[600], d6[600], d7[600], d8[600];
+    char d1[600], d2[600], d3[600], d4[600], d5[600], d6[600], d7[600], d8[600], d9[600];
+    char d10[600];
     snprintf(d1, sizeof d1, "%s/main", root);
     snprintf(d2, sizeof d2, "%s/iter", root);
     snprintf(d3, sizeof d3, "%s/snap", root);
@@ -1444,6 +1444,8 @@ int main(void)
     snprintf(d6, sizeof d6, "%s/checkpoint", root);
     snprintf(d7, sizeof d7, "%s/binary", root);
     snprintf(d8, sizeof d8, "%s/budget", root);
+    snprintf(d9, sizeof d9, "%s/walreuse", root);
+    snprintf(d10, sizeof d10, "%s/uncompressed", root);
 
     kv_options o;
     kv_options_init(&o);
@@ -1460,11 +1462,8 @@ int main(void)
     test_snapshots(d3);
     test_history_and_time(d4);
     test_maintenance(d5, d6);
-    char d9[600];
-    snprintf(d9, sizeof d9, "%s/walreuse", root);
     test_wal_reuse(d9);
-    snprintf(d9, sizeof d9, "%s/uncompressed", root);
-    test_uncompressed_levels(d9);
+    test_uncompressed_levels(d10);
     test_memtable_budget(d8); /* last: on failure every other check has already run */
     tu_rmtree(root);
     free(root);
