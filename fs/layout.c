@@ -382,6 +382,24 @@ static int prefix_iter(layout_fs *fs, const kv_readopts *ro, const void *prefix,
     return 0;
 }
 
+int layout_expiry_scan(layout_fs *fs, layout_expiry_fn fn, void *arg)
+{
+    kv_iter *it = NULL;
+    int rc = prefix_iter(fs, NULL, "E", 1, &it);
+    if (rc < 0)
+        return rc;
+    for (kv_iter_seek_first(it); kv_iter_valid(it) && rc == 0; kv_iter_next(it)) {
+        size_t kl;
+        const uint8_t *k = kv_iter_key(it, &kl);
+        if (kl == 17)
+            rc = fn(arg, get_be64(k + 1), get_be64(k + 9));
+    }
+    if (rc == 0 && kv_iter_status(it) < 0)
+        rc = layout_kverr(kv_iter_status(it), "scan the expiry index");
+    kv_iter_free(it);
+    return rc < 0 ? rc : 0;
+}
+
 int layout_dir_is_empty(layout_fs *fs, uint64_t dir)
 {
     uint8_t pfx[9];

@@ -133,6 +133,11 @@ int layout_dirent_del(kv_batch *b, uint64_t parent, const char *name, size_t nle
 /* Changes in->expire_at_ms to expire_at_ms (0 = none), keeping the 'E' index (I5); the caller
  * puts the record into the same batch. */
 int layout_expiry_set(kv_batch *b, layout_inode *in, uint64_t expire_at_ms);
+/* Walks the expiry index 'E' in time order, calling fn(arg, expire_at_ms, ino) for each entry;
+ * fn returns 0 to go on, 1 to stop, or a negative errno to stop with it. Returns 0, fn's
+ * error, or the scan's. */
+typedef int (*layout_expiry_fn)(void *arg, uint64_t expire_at_ms, uint64_t ino);
+int layout_expiry_scan(layout_fs *fs, layout_expiry_fn fn, void *arg);
 /* Reads the inode record even if its TTL has passed (TTL judged at the epoch). */
 int layout_inode_get_any(layout_fs *fs, uint64_t ino, layout_inode *out);
 /* The names of ino, from its parent pointers. OUT: *links (malloc'd), *n. */

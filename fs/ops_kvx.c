@@ -211,53 +211,42 @@ static int u64_cmp(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* Collects the inodes whose expiry has passed (layout_expiry_scan callback). */
+typedef struct kvx_pending {
+    uint64_t now, *v;
+    size_t n, cap;
+} kvx_pending;
+
+static int kvx_collect_due(void *arg, uint64_t expire_at_ms, uint64_t ino)
+{
+    kvx_pending *p = arg;
+    if (expire_at_ms > p->now)
+        return 1; /* the index is in time order: nothing later is due */
+    if (p->n == p->cap) {
+        size_t nc = p->cap ? p->cap * 2 : 16;
+        uint64_t *nv = realloc(p->v, nc * sizeof(*nv));
+        if (!nv)
+            return -ENOMEM;
+        p->v = nv;
+        p->cap = nc;
+    }
+    p->v[p->n++] = ino;
+    return 0;
+}
+
 int kvfs_expired_pending(kvfs *fs, uint64_t **inos, size_t *n)
 {
-    uint8_t hi[LAYOUT_KEY_MAX];
-    kv_iter_opts o;
-    kv_iter *it = NULL;
-    uint64_t *v = NULL;
-    size_t cap = 0;
+    kvx_pending p = {kvx_now_ms(), NULL, 0, 0};
     *inos = NULL;
     *n = 0;
-    memset(&o, 0, sizeof(o));
-    o.prefix = "E";
-    o.prefix_len = 1;
-    o.upper = hi;
-    o.upper_len = layout_key_expiry(hi, kvx_now_ms() + 1, 0);
-    int rc = kv_iter_new(fs->db, &o, &it);
-    if (rc < 0)
-        return rc;
-    for (kv_iter_seek_first(it); kv_iter_valid(it); kv_iter_next(it)) {
-        size_t kl;
-        const uint8_t *k = kv_iter_key(it, &kl);
-        if (kl != 17)
-            continue;
-        if (*n == cap) {
-            size_t nc = cap ? cap * 2 : 16;
-            uint64_t *nv = realloc(v, nc * sizeof(*nv));
-            if (!nv) {
-                rc = -ENOMEM;
-                break;
-            }
-            v = nv;
-            cap = nc;
-        }
-        uint64_t ino = 0;
-        for (int i = 9; i < 17; i++)
-            ino = (ino << 8) | k[i];
-        v[(*n)++] = ino;
-    }
-    if (rc == 0)
-        rc = kv_iter_status(it);
-    kv_iter_free(it);
+    int rc = layout_expiry_scan(fs->lfs, kvx_collect_due, &p);
     if (rc < 0) {
-        free(v);
-        *n = 0;
+        free(p.v);
         return rc;
     }
-    if (*n > 1)
-        qsort(v, *n, sizeof(*v), u64_cmp);
-    *inos = v;
+    if (p.n > 1)
+        qsort(p.v, p.n, sizeof(*p.v), u64_cmp);
+    *inos = p.v;
+    *n = p.n;
     return 0;
 }

@@ -30,14 +30,6 @@ static uint64_t reap_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static uint64_t be64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = (v << 8) | p[i];
-    return v;
-}
-
 /* Removes the names of expired ino (expiry exp) in one batch. OUT: *links, *n for the kernel
  * notifications. Returns 1 when reaped, 0 when not (yet) due, <0 on error. */
 static int reap_one(kvfs *fs, uint64_t exp, uint64_t ino, layout_link **links, size_t *n)
@@ -110,44 +102,46 @@ static void reap_notify(kvfs *fs, uint64_t ino, const layout_link *links, size_t
         fuse_lowlevel_notify_inval_inode(fs->se, ino, 0, 0);
 }
 
+/* The due part of the index, up to KVFS_REAP_BATCH entries (layout_expiry_scan callback). */
+typedef struct reap_due {
+    uint64_t now, next; /* next: the earliest expiry left for a later pass */
+    uint64_t exps[KVFS_REAP_BATCH], inos[KVFS_REAP_BATCH];
+    size_t cnt;
+} reap_due;
+
+static int reap_collect_due(void *arg, uint64_t expire_at_ms, uint64_t ino)
+{
+    reap_due *d = arg;
+    if (expire_at_ms > d->now || d->cnt == KVFS_REAP_BATCH) {
+        d->next = expire_at_ms > d->now ? expire_at_ms : d->now;
+        return 1;
+    }
+    d->exps[d->cnt] = expire_at_ms;
+    d->inos[d->cnt++] = ino;
+    return 0;
+}
+
 /* One pass over the due part of the index. OUT: *next = the earliest expiry not yet due
  * (UINT64_MAX if none). */
 static int reap_pass(kvfs *fs, uint64_t *next)
 {
-    uint64_t exps[KVFS_REAP_BATCH], inos[KVFS_REAP_BATCH];
-    size_t cnt = 0;
-    kv_iter_opts o;
-    kv_iter *it = NULL;
-    uint64_t now = reap_now_ms();
+    reap_due d;
+    d.now = reap_now_ms();
+    d.next = UINT64_MAX;
+    d.cnt = 0;
     *next = UINT64_MAX;
-    memset(&o, 0, sizeof(o));
-    o.prefix = "E";
-    o.prefix_len = 1;
-    int rc = kv_iter_new(fs->db, &o, &it);
+    int rc = layout_expiry_scan(fs->lfs, reap_collect_due, &d);
     if (rc < 0)
         return rc;
-    for (kv_iter_seek_first(it); kv_iter_valid(it); kv_iter_next(it)) {
-        size_t kl;
-        const uint8_t *k = kv_iter_key(it, &kl);
-        if (kl != 17)
-            continue;
-        uint64_t exp = be64(k + 1);
-        if (exp > now || cnt == KVFS_REAP_BATCH) {
-            *next = exp > now ? exp : now;
-            break;
-        }
-        exps[cnt] = exp;
-        inos[cnt++] = be64(k + 9);
-    }
-    kv_iter_free(it);
-    for (size_t i = 0; i < cnt; i++) {
+    *next = d.next;
+    for (size_t i = 0; i < d.cnt; i++) {
         layout_link *links;
         size_t n;
-        int r = reap_one(fs, exps[i], inos[i], &links, &n);
-        if (r == 0 && *next > now + 20)
-            *next = now + 20; /* not yet hidden by the engine: retry very soon */
+        int r = reap_one(fs, d.exps[i], d.inos[i], &links, &n);
+        if (r == 0 && *next > d.now + 20)
+            *next = d.now + 20; /* not yet hidden by the engine: retry very soon */
         if (r > 0)
-            reap_notify(fs, inos[i], links, n);
+            reap_notify(fs, d.inos[i], links, n);
         free(links);
     }
     return 0;
