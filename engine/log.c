@@ -7,7 +7,9 @@
  *   trailer  := 0x00{1..10}                            (block tail < LOG_HEADER_BYTES)
  *   fragment := checksum:u32 | length:u16 | type:u8 | log_number:u32 | data[length]
  *                 byte 0..3      4..5        6         7..10             11..
- *   checksum := XXH32(type:u8 | log_number:u32 | length:u16 | data, seed LOG_CHECKSUM_SEED)
+ *   checksum := low 32 bits of XXH3-64(type:u8 | log_number:u32 | length:u16 | data,
+ *                                     seed LOG_CHECKSUM_SEED)   (format 2; readers also
+ *               accept format 1's XXH32 of the same bytes, written by earlier releases)
  *   record   := FULL | FIRST MIDDLE* LAST
  * All integers little-endian. A fragment never crosses a block boundary.
  *
@@ -56,10 +58,13 @@ enum log_type {
 /* A writer buffer grown past this by a huge record is released after the write. */
 #define LOG_KEEP_BUF_BYTES (4u << 20)
 
-/* Checksum of the fragment at hdr (header already holding its length and data after it).
- * Lays type|log_number|length over header bytes 4..10 so the hashed bytes are contiguous,
+typedef uint32_t (*log_hash_fn)(const void *p, size_t n, uint32_t seed);
+
+/* Checksum with hash of the fragment at hdr (header already holding its length and data after
+ * it). Lays type|log_number|length over header bytes 4..10 so the hashed bytes are contiguous,
  * hashes, and puts the original bytes back. */
-static uint32_t log_checksum(uint8_t *hdr, unsigned type, uint32_t lognum, uint16_t length)
+static uint32_t log_checksum_with(log_hash_fn hash, uint8_t *hdr, unsigned type, uint32_t lognum,
+                                  uint16_t length)
 {
     uint8_t save[LOG_HEADER_BYTES - 4];
     memcpy(save, hdr + 4, sizeof save);
@@ -67,9 +72,18 @@ static uint32_t log_checksum(uint8_t *hdr, unsigned type, uint32_t lognum, uint1
     kv_enc32(hdr + 5, lognum);
     hdr[9] = (uint8_t)length;
     hdr[10] = (uint8_t)(length >> 8);
-    uint32_t c = kv_hash32(hdr + 4, sizeof save + length, LOG_CHECKSUM_SEED);
+    uint32_t c = hash(hdr + 4, sizeof save + length, LOG_CHECKSUM_SEED);
     memcpy(hdr + 4, save, sizeof save);
     return c;
+}
+
+/* 1 if the fragment at hdr carries a valid checksum: the current one (format 2, XXH3), or the
+ * XXH32 of format 1, which earlier releases wrote and a data directory may still hold. */
+static int log_checksum_ok(uint8_t *hdr, unsigned type, uint32_t lognum, uint16_t length)
+{
+    uint32_t stored = kv_dec32(hdr);
+    return log_checksum_with(kv_checksum32, hdr, type, lognum, length) == stored ||
+           log_checksum_with(kv_checksum32_xxh32, hdr, type, lognum, length) == stored;
 }
 
 static uint16_t log_dec16(const uint8_t *p)
@@ -138,7 +152,7 @@ static void log_put_fragment(log_writer *w, unsigned type, const uint8_t *data, 
     kv_enc32(hdr + 7, w->lognum);
     if (n)
         memcpy(hdr + LOG_HEADER_BYTES, data, n);
-    kv_enc32(hdr, log_checksum(hdr, type, w->lognum, (uint16_t)n));
+    kv_enc32(hdr, log_checksum_with(kv_checksum32, hdr, type, w->lognum, (uint16_t)n));
     w->buf.len += LOG_HEADER_BYTES + n;
 }
 
@@ -342,7 +356,7 @@ static int log_valid_at(const log_reader *r, uint8_t *buf, size_t i, size_t n)
     uint16_t length = log_dec16(h + 4);
     if (length > n - i - LOG_HEADER_BYTES)
         return 0;
-    return log_checksum(h, type, r->lognum, length) == kv_dec32(h);
+    return log_checksum_ok(h, type, r->lognum, length);
 }
 
 /* Looks for a valid fragment of this log starting in [from, limit). OUT: *found. */
@@ -427,7 +441,7 @@ static int log_read_record(log_reader *r, const uint8_t **rec, size_t *len)
                         that were there, since a writer may have completed it by now */
             return log_bad(r, off, r->blk_off + r->blk_len);
         h = r->blk + r->pos;
-        if (log_checksum(h, type, r->lognum, length) != kv_dec32(h))
+        if (!log_checksum_ok(h, type, r->lognum, length))
             return log_bad(r, off, UINT64_MAX);
         if ((type == LOG_FULL || type == LOG_FIRST) && open)
             return log_corrupt(r, off);

@@ -5,7 +5,8 @@
  * is split into fragments; a block tail too short for a fragment header is zero-filled.
  *
  *   fragment := checksum:u32 | length:u16 | type:u8 | log_number:u32 | data[length]
- *   checksum  = XXH32(type | log_number | length | data, seed 0x6b766673 "kvfs")
+ *   checksum  = low 32 bits of XXH3-64(type | log_number | length | data, seed 0x6b766673
+ *               "kvfs"); readers also accept XXH32 of the same bytes (format 1, older data)
  *   type      = FULL 1 | FIRST 2 | MIDDLE 3 | LAST 4     (0: zero fill, never valid)
  *
  * The log number in every fragment is the file's own number, so bytes left from another file

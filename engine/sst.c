@@ -4,7 +4,8 @@
  *   file         := data_block* [filter_block] props_block index_block footer
  *   block        := contents | compression:u8 | checksum:u32
  *                   compression 0 = none, 1 = zstd (contents is one zstd frame with its size)
- *                   checksum = XXH32(contents | compression, seed 0)
+ *                   checksum = kv_checksum32(contents | compression, seed 0): XXH3-64's
+ *                   low 32 bits in version 2; XXH32 in version 1 (read only)
  *   handle       := offset:varint | size:varint      (size = bytes of contents, no trailer)
  *   data block   := block.h format, keys = internal keys, values = stored values
  *   index block  := block.h format, one entry per data block, in file order:
@@ -15,8 +16,10 @@
  *   footer (48)  := handles[32] | checksum:u32 | version:u32 | magic:u64
  *       handles  = filter, props, index handles as six varints, zero-padded to 32 bytes;
  *                  filter handle 0,0 = no filter
- *       checksum = XXH32 of the 48 footer bytes with the checksum field zeroed, seed 0
- *       version  = 1; magic = 0x315453537366766b (the bytes "kvfsSST1" on disk)
+ *       checksum = the version's checksum of the 48 footer bytes with the checksum field
+ *                  zeroed, seed 0
+ *       version  = 2 (written), 1 (read: XXH32 checksums); magic = 0x315453537366766b (the
+ *                  bytes "kvfsSST1" on disk)
  *
  * Invariants:
  *  (1) blocks are contiguous: data blocks from offset 0, then the filter (if any), props and
@@ -49,7 +52,9 @@
 
 #define SST_FOOTER_BYTES 48
 #define SST_HANDLES_BYTES 32
-#define SST_VERSION 1
+#define SST_VERSION 2       /* written: XXH3 checksums (kv_checksum32) */
+#define SST_VERSION_XXH32 1 /* read only: tables of earlier releases, XXH32 checksums */
+#define SST_PROPS_VERSION 1
 #define SST_MAGIC UINT64_C(0x315453537366766b)
 #define SST_TRAILER 5
 #define SST_COMP_NONE 0
@@ -153,7 +158,7 @@ static int sst_write_block(sst_builder *b, kv_slice contents, int compress, sst_
     if (n)
         memcpy(p, src, n);
     p[n] = type;
-    kv_enc32(p + n + 1, kv_hash32(p, n + 1, 0));
+    kv_enc32(p + n + 1, kv_checksum32(p, n + 1, 0));
     b->out.len += n + SST_TRAILER;
     return b->out.len >= SST_WRITE_BUF ? sst_flush_out(b) : 0;
 }
@@ -271,7 +276,7 @@ uint64_t sst_builder_file_bytes(const sst_builder *b)
 static int sst_put_props(sst_builder *b, kv_buf *p)
 {
     int rc = 0;
-    if ((rc = kv_buf_put_varint(p, SST_VERSION)) || (rc = kv_buf_put_varint(p, b->entries)) ||
+    if ((rc = kv_buf_put_varint(p, SST_PROPS_VERSION)) || (rc = kv_buf_put_varint(p, b->entries)) ||
         (rc = kv_buf_put_varint(p, b->min_seq)) || (rc = kv_buf_put_varint(p, b->max_seq)) ||
         (rc = kv_buf_put_varint(p, b->data_blocks)) ||
         (rc = kv_buf_put_lenbytes(p, b->smallest.data, b->smallest.len)) ||
@@ -293,7 +298,7 @@ static int sst_footer_encode(uint8_t f[SST_FOOTER_BYTES], const sst_handle hs[3]
     memcpy(f, tmp, n);
     kv_enc32(f + 36, SST_VERSION);
     kv_enc64(f + 40, SST_MAGIC);
-    kv_enc32(f + 32, kv_hash32(f, SST_FOOTER_BYTES, 0));
+    kv_enc32(f + 32, kv_checksum32(f, SST_FOOTER_BYTES, 0));
     return 0;
 }
 
@@ -475,6 +480,7 @@ struct sst_reader {
     sst_block *index;
     sst_block *filter; /* NULL: no filter */
     atomic_uint_fast64_t filter_skips;
+    uint32_t (*checksum)(const void *p, size_t n, uint32_t seed); /* by the footer's version */
 };
 
 /* A data block in use: from the cache (h) or owned. */
@@ -533,7 +539,7 @@ static int sst_read_raw(sst_reader *r, sst_handle h, uint64_t limit, sst_block *
         rc = sst_corrupt(r, h.off, "truncated block");
         goto out;
     }
-    if (kv_hash32(p, (size_t)h.size + 1, 0) != kv_dec32(p + h.size + 1)) {
+    if (r->checksum(p, (size_t)h.size + 1, 0) != kv_dec32(p + h.size + 1)) {
         rc = sst_corrupt(r, h.off, "bad block checksum");
         goto out;
     }
@@ -616,7 +622,7 @@ static int sst_parse_props(sst_reader *r, const sst_block *pb, uint64_t off)
         kv_get_varint(&rd, &r->data_blocks) || kv_get_lenbytes(&rd, &sm) ||
         kv_get_lenbytes(&rd, &lg) || rd.p != rd.end)
         return sst_corrupt(r, off, "malformed properties block");
-    if (version != SST_VERSION)
+    if (version != SST_PROPS_VERSION)
         return sst_corrupt(r, off, "unsupported table version in properties block");
     if (p->entries > 0 && (sm.len < KV_TAG_BYTES || lg.len < KV_TAG_BYTES ||
                            p->min_seq > p->max_seq || ikey_cmp(sm, lg) > 0))
@@ -673,12 +679,17 @@ static int sst_read_footer(sst_reader *r, sst_handle hs[3])
         return sst_corrupt(r, foff, "truncated footer");
     if (kv_dec64(f + 40) != SST_MAGIC)
         return sst_corrupt(r, foff + 40, "not an SSTable (bad magic)");
+    uint32_t version = kv_dec32(f + 36);
+    if (version == SST_VERSION)
+        r->checksum = kv_checksum32;
+    else if (version == SST_VERSION_XXH32)
+        r->checksum = kv_checksum32_xxh32;
+    else
+        return sst_corrupt(r, foff + 36, "unsupported SSTable version");
     uint32_t sum = kv_dec32(f + 32);
     memset(f + 32, 0, 4);
-    if (kv_hash32(f, sizeof f, 0) != sum)
+    if (r->checksum(f, sizeof f, 0) != sum)
         return sst_corrupt(r, foff, "bad footer checksum");
-    if (kv_dec32(f + 36) != SST_VERSION)
-        return sst_corrupt(r, foff + 36, "unsupported SSTable version");
     kv_reader rd = {f, f + SST_HANDLES_BYTES};
     for (int i = 0; i < 3; i++)
         if (kv_get_varint(&rd, &hs[i].off) || kv_get_varint(&rd, &hs[i].size))

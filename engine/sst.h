@@ -2,7 +2,7 @@
  * sst.h -- SSTables: immutable sorted files of internal keys (format: docs/format.md).
  *
  *   file    := data_block* filter_block props_block index_block footer
- *   block   := contents | compression:u8 | checksum:u32   (XXH32 over contents|compression)
+ *   block   := contents | compression:u8 | checksum:u32   (kv_checksum32 of contents|compression)
  *   footer  := filter_handle props_handle index_handle (varint pairs, padded) | version:u32
  *              | magic:u64  -- fixed 48 bytes at the end of the file
  *

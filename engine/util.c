@@ -11,6 +11,9 @@
 #include <stdlib.h>
 #include <time.h>
 #include <xxhash.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <xxh_x86dispatch.h> /* libxxhash's run-time choice of SSE2/AVX2/AVX512 for XXH3 */
+#endif
 
 int kv_slice_has_prefix(kv_slice s, kv_slice prefix)
 {
@@ -162,7 +165,12 @@ int kv_get_lenbytes(kv_reader *r, kv_slice *out)
     return 0;
 }
 
-uint32_t kv_hash32(const void *p, size_t n, uint32_t seed)
+uint32_t kv_checksum32(const void *p, size_t n, uint32_t seed)
+{
+    return (uint32_t)XXH3_64bits_withSeed(p, n, seed);
+}
+
+uint32_t kv_checksum32_xxh32(const void *p, size_t n, uint32_t seed)
 {
     return XXH32(p, n, seed);
 }

@@ -100,7 +100,13 @@ int kv_get32(kv_reader *r, uint32_t *v);
 int kv_get_lenbytes(kv_reader *r, kv_slice *out);
 
 /* ---- checksums (xxhash) ---- */
-uint32_t kv_hash32(const void *p, size_t n, uint32_t seed);
+/* The checksum of everything written today (log fragments, table version 2 blocks and
+ * footers): the low 32 bits of XXH3-64 with the seed, the CPU's fastest variant (AVX2 where
+ * present) chosen at run time. */
+uint32_t kv_checksum32(const void *p, size_t n, uint32_t seed);
+/* XXH32: the checksum of log fragments and table version 1 written by earlier kvfs releases;
+ * still verified when read, never written. */
+uint32_t kv_checksum32_xxh32(const void *p, size_t n, uint32_t seed);
 uint64_t kv_hash64(const void *p, size_t n, uint64_t seed);
 
 /* ---- clocks ---- */

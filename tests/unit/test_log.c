@@ -158,7 +158,10 @@ static uint64_t model_bytes(uint64_t boff, size_t len, int *nfrag)
 
 /* ---- an independent encoder, straight from the format in log.h ---- */
 
-static size_t craft(uint8_t *out, unsigned type, uint32_t lognum, const void *data, size_t n)
+/* Writes one fragment with the checksum hash (kv_checksum32: today's format 2;
+ * kv_checksum32_xxh32: format 1 of earlier releases). Returns its size. */
+static size_t craft_with(uint32_t (*hash)(const void *, size_t, uint32_t), uint8_t *out,
+                         unsigned type, uint32_t lognum, const void *data, size_t n)
 {
     uint8_t *tmp = malloc(7 + n);
     CHECK(tmp);
@@ -167,7 +170,7 @@ static size_t craft(uint8_t *out, unsigned type, uint32_t lognum, const void *da
     tmp[5] = (uint8_t)n;
     tmp[6] = (uint8_t)(n >> 8);
     memcpy(tmp + 7, data, n);
-    kv_enc32(out, kv_hash32(tmp, 7 + n, LOG_CHECKSUM_SEED));
+    kv_enc32(out, hash(tmp, 7 + n, LOG_CHECKSUM_SEED));
     out[4] = (uint8_t)n;
     out[5] = (uint8_t)(n >> 8);
     out[6] = (uint8_t)type;
@@ -175,6 +178,11 @@ static size_t craft(uint8_t *out, unsigned type, uint32_t lognum, const void *da
     memcpy(out + HDR, data, n);
     free(tmp);
     return HDR + n;
+}
+
+static size_t craft(uint8_t *out, unsigned type, uint32_t lognum, const void *data, size_t n)
+{
+    return craft_with(kv_checksum32, out, type, lognum, data, n);
 }
 
 static void write_bytes(const char *path, const uint8_t *p, size_t n)
@@ -453,6 +461,22 @@ static void test_crafted(void)
     write_bytes(path, buf, n);
     CHECK_RC(read_log(path, 21, sizes, 3, &nread, &good, NULL), 0);
     CHECK(nread == 2 && good == n);
+
+    /* format 1 (XXH32 checksums, written by earlier releases) still reads, also mixed with
+     * format 2 in one file (a MANIFEST appended to after an upgrade) */
+    n = craft_with(kv_checksum32_xxh32, buf, 1, 21, a, 10);
+    n += craft_with(kv_checksum32_xxh32, buf + n, 2, 21, x, 5);
+    n += craft_with(kv_checksum32_xxh32, buf + n, 4, 21, x + 5, 15);
+    n += craft(buf + n, 1, 21, c, 30);
+    new_path(path);
+    write_bytes(path, buf, n);
+    CHECK_RC(read_log(path, 21, sizes, 3, &nread, &good, NULL), 0);
+    CHECK(nread == 3 && good == n);
+    /* a checksum that is neither format's is still damage */
+    buf[HDR + 3] ^= 0x10;
+    write_bytes(path, buf, n);
+    CHECK_RC(read_log(path, 21, sizes, 3, &nread, &good, &bad), -EUCLEAN);
+    CHECK(nread == 0 && bad == 0);
 
     /* orphan MIDDLE followed by a valid record: corruption at the orphan */
     n = craft(buf, 1, 21, a, 10);

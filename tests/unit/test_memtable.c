@@ -402,7 +402,7 @@ static size_t cc_value(kv_slice key, uint64_t seq, uint8_t *buf)
 {
     size_t len = 8 + seq % 41;
     kv_enc64(buf, seq);
-    uint32_t h = kv_hash32(key.data, key.len, (uint32_t)seq);
+    uint32_t h = kv_checksum32(key.data, key.len, (uint32_t)seq);
     for (size_t i = 8; i < len; i++)
         buf[i] = (uint8_t)(h + i * 31);
     return len;
