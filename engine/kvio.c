@@ -5,7 +5,8 @@
  *   1. asks the fault hook first (kvio_fault below), so a test can fail any call before it
  *      touches the disk; calls are mapped onto the hook's operations as:
  *        KVIO_OPEN   open, mkdir_p, list_dir        KVIO_READ   pread, file_size
- *        KVIO_WRITE  write, pwrite, truncate        KVIO_SYNC   fsync, fsync_dir
+ *        KVIO_WRITE  write, pwrite, truncate        KVIO_SYNC   fsync, fsync_dir,
+ *                                                               start_writeback
  *        KVIO_RENAME rename   KVIO_UNLINK unlink   KVIO_LINK link
  *      (close is never failed by the hook: a "failed" close that kept the descriptor open
  *      would only leak it). Composite calls (read_file, replace_atomic, copy_file, lock_file)
@@ -158,6 +159,29 @@ int kvio_fsync(int fd, const char *path)
             return kvio_fail(-errno, "fsync", path);
     }
     return 0;
+}
+
+int kvio_start_writeback(int fd, const char *path, uint64_t off, uint64_t n)
+{
+    int rc = kvio_fault(KVIO_SYNC, "start writeback", path);
+    if (rc)
+        return rc;
+    while (sync_file_range(fd, (off_t)off, (off_t)n, SYNC_FILE_RANGE_WRITE) != 0) {
+        if (errno == ENOSYS || errno == EINVAL || errno == ESPIPE || errno == EOPNOTSUPP)
+            return 0;
+        if (errno != EINTR)
+            return kvio_fail(-errno, "start writeback", path);
+    }
+    return 0;
+}
+
+int kvio_writeback_note(kvio_writeback *wb, int fd, const char *path, uint64_t end)
+{
+    if (end < wb->from || end - wb->from < KVIO_WRITEBACK_BYTES)
+        return 0;
+    int rc = kvio_start_writeback(fd, path, wb->from, end - wb->from);
+    wb->from = end;
+    return rc;
 }
 
 int kvio_file_size(int fd, const char *path, uint64_t *size)

@@ -96,10 +96,11 @@ static uint16_t log_dec16(const uint8_t *p)
 struct log_writer {
     int fd;
     uint32_t lognum;
-    uint64_t offset; /* where the next byte goes (== bytes written to this log) */
-    uint64_t stale;  /* a reused file's size when opened: older records lie past offset */
-    int err;         /* sticky: first write/sync failure */
-    kv_buf buf;      /* reused for every record */
+    uint64_t offset;   /* where the next byte goes (== bytes written to this log) */
+    uint64_t stale;    /* a reused file's size when opened: older records lie past offset */
+    int err;           /* sticky: first write/sync failure */
+    kvio_writeback wb; /* background writeback as the log grows */
+    kv_buf buf;        /* reused for every record */
     char *path;
 };
 
@@ -213,10 +214,12 @@ int log_writer_add(log_writer *w, const void *data, size_t len)
     if (rc)
         return rc; /* nothing written: the log is still intact */
     rc = kvio_write_full(w->fd, w->path, w->buf.data, w->buf.len);
+    if (rc == 0) {
+        w->offset += w->buf.len;
+        rc = kvio_writeback_note(&w->wb, w->fd, w->path, w->offset);
+    }
     if (rc)
         w->err = rc;
-    else
-        w->offset += w->buf.len;
     if (w->buf.cap > LOG_KEEP_BUF_BYTES)
         kv_buf_free(&w->buf);
     return rc;

@@ -90,8 +90,9 @@ struct sst_builder {
     sst_build_opts o;
     int status; /* sticky */
     uint64_t flushed;
-    kv_buf out;  /* output not yet written */
-    kv_buf cbuf; /* compression output */
+    kvio_writeback wb; /* background writeback as the table grows */
+    kv_buf out;        /* output not yet written */
+    kv_buf cbuf;       /* compression output */
     blk_builder data, index;
     bloom_builder bloom;
     kv_buf last_key, smallest;
@@ -126,7 +127,7 @@ static int sst_flush_out(sst_builder *b)
         return rc;
     b->flushed += b->out.len;
     b->out.len = 0;
-    return 0;
+    return kvio_writeback_note(&b->wb, b->fd, b->tmp_path, b->flushed);
 }
 
 /* Appends contents as one physical block (compressing if allowed and worth it). */
