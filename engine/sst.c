@@ -30,8 +30,8 @@
  *      path after fdatasync; on any error the builder is sticky-failed and finish/abandon
  *      remove the temporary file;
  *  (4) a reader is immutable after open; the only shared mutable state is the atomic filter
- *      skip counter and the (thread-safe) block cache. Per-thread scratch (zstd DCtx, read
- *      buffer, lookup iterators) lives in pthread-specific storage.
+ *      skip counter and the (thread-safe) block cache. Per-thread scratch (zstd DCtx,
+ *      lookup iterators) lives in pthread-specific storage.
  */
 #include "sst.h"
 
@@ -61,7 +61,6 @@
 #define SST_COMP_ZSTD 1
 #define SST_WRITE_BUF (256u * 1024u)
 #define SST_MAX_BLOCK (256u * 1024u * 1024u) /* largest uncompressed block a reader accepts */
-#define SST_SCRATCH_KEEP (4u * 1024u * 1024u)
 
 typedef struct sst_handle {
     uint64_t off, size;
@@ -411,8 +410,7 @@ void sst_props_free(sst_props *p)
 
 typedef struct sst_tls {
     ZSTD_DCtx *dctx;
-    kv_buf scratch; /* raw block bytes as read */
-    kv_buf target;  /* seek key of sst_reader_get */
+    kv_buf target; /* seek key of sst_reader_get */
     blk_iter ix, dx;
 } sst_tls;
 
@@ -424,7 +422,6 @@ static void sst_tls_free(void *p)
 {
     sst_tls *t = p;
     ZSTD_freeDCtx(t->dctx);
-    kv_buf_free(&t->scratch);
     kv_buf_free(&t->target);
     blk_iter_release(&t->ix);
     blk_iter_release(&t->dx);
@@ -518,50 +515,42 @@ static int sst_decompress(sst_reader *r, sst_handle h, const uint8_t *src, sst_b
 }
 
 /* Reads the block at h, which must end by limit; verifies and decompresses it. OUT: *out
- * (malloc'd, b not parsed). */
+ * (malloc'd, b not parsed). The bytes are read straight into the block that is kept, so an
+ * uncompressed block (the young levels' default) is never copied; a compressed one is
+ * decompressed into a block of its own. */
 static int sst_read_raw(sst_reader *r, sst_handle h, uint64_t limit, sst_block **out)
 {
-    sst_tls *t = sst_tls_get();
     size_t got;
     int rc;
     if (h.size > SST_MAX_BLOCK || h.off > limit || limit - h.off < h.size + SST_TRAILER)
         return sst_corrupt(r, h.off, "block handle out of range");
-    if (!t)
-        return kv_error(-ENOMEM, "%s: out of memory reading a block", r->path);
     size_t n = (size_t)h.size + SST_TRAILER;
-    t->scratch.len = 0;
-    if ((rc = kv_buf_reserve(&t->scratch, n)) != 0)
-        return kv_error(rc, "%s: out of memory reading block at offset %llu", r->path,
+    sst_block *raw = malloc(sizeof *raw + n);
+    if (!raw)
+        return kv_error(-ENOMEM, "%s: out of memory reading block at offset %llu", r->path,
                         (unsigned long long)h.off);
-    uint8_t *p = t->scratch.data;
+    uint8_t *p = raw->data;
     if ((rc = kvio_pread_full(r->fd, r->path, p, n, h.off, &got)) != 0)
-        goto out;
+        goto fail;
     if (got != n) {
         rc = sst_corrupt(r, h.off, "truncated block");
-        goto out;
+        goto fail;
     }
     if (r->checksum(p, (size_t)h.size + 1, 0) != kv_dec32(p + h.size + 1)) {
         rc = sst_corrupt(r, h.off, "bad block checksum");
-        goto out;
+        goto fail;
     }
-    if (p[h.size] == SST_COMP_ZSTD) {
+    if (p[h.size] == SST_COMP_NONE) {
+        raw->size = (size_t)h.size;
+        *out = raw;
+        return 0;
+    }
+    if (p[h.size] == SST_COMP_ZSTD)
         rc = sst_decompress(r, h, p, out);
-    } else if (p[h.size] == SST_COMP_NONE) {
-        sst_block *blk = malloc(sizeof *blk + (size_t)h.size + 1);
-        if (!blk) {
-            rc = kv_error(-ENOMEM, "%s: out of memory reading block at offset %llu", r->path,
-                          (unsigned long long)h.off);
-            goto out;
-        }
-        memcpy(blk->data, p, (size_t)h.size);
-        blk->size = (size_t)h.size;
-        *out = blk;
-    } else {
+    else
         rc = sst_corrupt(r, h.off, "unknown compression type in block");
-    }
-out:
-    if (t->scratch.cap > SST_SCRATCH_KEEP)
-        kv_buf_free(&t->scratch);
+fail:
+    free(raw);
     return rc;
 }
 
