@@ -1,12 +1,13 @@
 /*
  * compaction.c -- leveled compaction (which files to merge, and the merge itself) and
- * build_table, which writes a memtable out as a level-0 table.
+ * build_level0, which writes a memtable out as level-0 tables.
  *
  * Picking (LevelDB style): level L >= 1 may hold 10 MiB * 10^(L-1); its score is bytes/target,
- * level 0's is files / VSET_L0_COMPACT_TRIGGER. The highest score >= 1 whose inputs are free
- * wins. Inputs: at L0 the oldest file plus every L0 file overlapping (transitively); at L >= 1
- * the first file after the level's compact pointer (round robin); then every L+1 file
- * overlapping them. Both input sets are closed under user-key overlap within their level
+ * level 0's is its depth (version.h: l0_depth) / VSET_L0_COMPACT_TRIGGER. The highest score >= 1
+ * whose inputs are free wins. Inputs: at L0 the oldest file plus every L0 file overlapping
+ * (transitively); at L >= 1 the first file after the level's compact pointer (round robin); then
+ * every L+1 file overlapping them. Both input sets are closed under user-key overlap within their
+ * level
  * ("boundary inputs", engine-notes.md section 5), so the versions of one user key are never
  * split between a compaction's inputs and what it leaves behind. The last level is never
  * picked; vset_compact_range compacts it into itself.
@@ -22,7 +23,10 @@
  *             hold the key: nothing older can show through them. (Within the history window
  *             a deletion stays, so the key's history still shows it.)
  * Output files are cut at about opts.table_bytes, only between user keys, so invariant 3 of
- * version.h holds for the output level.
+ * version.h holds for the output level. Outputs, of compactions and of flushes alike, are
+ * also cut where the first opts.partition_prefix_bytes of the user key change (out_add), so a
+ * family of keys written in order (a file's chunks) lands in tables of its own, which the
+ * next compaction can move down a level without rewriting them (compaction_run).
  */
 #include "version.h"
 
@@ -232,7 +236,7 @@ static compaction *cmp_pick_level(vset *vs, version *v, int level)
 static double cmp_score(const version *v, int level)
 {
     if (level == 0)
-        return (double)v->nfiles[0] / VSET_L0_COMPACT_TRIGGER;
+        return (double)v->l0_depth / VSET_L0_COMPACT_TRIGGER;
     double target = CMP_L1_TARGET_BYTES;
     for (int l = 1; l < level; l++)
         target *= 10;
@@ -310,12 +314,14 @@ typedef struct cmp_output {
     sst_props props;
 } cmp_output;
 
-/* The table being written and those finished, shared by compaction and build_table. */
+/* The table being written and those finished, shared by compaction and build_level0. */
 typedef struct out_writer {
     vset *vs;
     int level; /* the level the outputs go to */
     sst_builder *b;
-    uint64_t number; /* of b */
+    uint64_t number;                         /* of b */
+    uint8_t prefix[KV_PARTITION_PREFIX_MAX]; /* the partition prefix of b's keys */
+    size_t prefix_len;
     cmp_output *outs;
     size_t nouts, capouts;
 } out_writer;
@@ -338,14 +344,29 @@ static int out_open(out_writer *w)
     return rc ? rc : sst_builder_open(path, &o, &w->b);
 }
 
+static int out_finish(out_writer *w);
+
+/* 1 if ukey belongs to another partition than the table being written. */
+static int out_new_partition(const out_writer *w, kv_slice ukey)
+{
+    size_t n = KV_MIN(w->vs->opts.partition_prefix_bytes, ukey.len);
+    return n != w->prefix_len || memcmp(ukey.data, w->prefix, n) != 0;
+}
+
+/* Adds an entry; starts a new table first when the entry's partition prefix differs from the
+ * current table's (a prefix change is always a user-key boundary). */
 static int out_add(out_writer *w, kv_slice ikey, kv_slice value)
 {
-    if (!w->b) {
-        int rc = out_open(w);
-        if (rc)
-            return rc;
+    kv_slice ukey = ikey_user_key(ikey);
+    int rc = 0;
+    if (w->b && w->vs->opts.partition_prefix_bytes && out_new_partition(w, ukey))
+        rc = out_finish(w);
+    if (rc == 0 && !w->b) {
+        rc = out_open(w);
+        w->prefix_len = KV_MIN(w->vs->opts.partition_prefix_bytes, ukey.len);
+        memcpy(w->prefix, ukey.data, w->prefix_len);
     }
-    return sst_builder_add(w->b, ikey, value);
+    return rc ? rc : sst_builder_add(w->b, ikey, value);
 }
 
 static int out_finish(out_writer *w)
@@ -631,37 +652,23 @@ int compaction_run(compaction *c, const retention *r, version_edit *e, uint64_t 
     return rc;
 }
 
-/* ---------------------------------------------------------------- build_table ---- */
+/* --------------------------------------------------------------- build_level0 ---- */
 
-int build_table(vset *vs, iter *it, uint64_t number, sst_props *props)
+int build_level0(vset *vs, iter *it, version_edit *e)
 {
-    char path[PATH_MAX];
-    sst_builder *b = NULL;
-    sst_build_opts o = build_opts_for(vs, 0);
-    memset(props, 0, sizeof *props);
-    iter_seek_first(it);
-    if (!iter_valid(it))
-        return iter_status(it); /* empty: no file */
-    int rc = vset_table_path(vs, number, path, sizeof path);
-    if (rc == 0)
-        rc = sst_builder_open(path, &o, &b);
-    for (; rc == 0 && iter_valid(it); iter_next(it))
-        rc = sst_builder_add(b, iter_key(it), iter_value(it));
+    out_writer w;
+    memset(&w, 0, sizeof w);
+    w.vs = vs;
+    w.level = 0;
+    int rc = 0;
+    for (iter_seek_first(it); rc == 0 && iter_valid(it); iter_next(it))
+        rc = out_add(&w, iter_key(it), iter_value(it));
     if (rc == 0)
         rc = iter_status(it);
-    if (rc) {
-        if (b)
-            sst_builder_abandon(b);
-        return rc;
-    }
-    rc = sst_builder_finish(b, props);
-    if (rc)
-        return rc;
-    rc = kvio_fsync_dir(vs->dir);
-    if (rc) {
-        sst_props_free(props);
-        memset(props, 0, sizeof *props);
-        unlink_keep_error(path);
-    }
+    if (rc == 0)
+        rc = out_close(&w);
+    for (size_t i = 0; i < w.nouts && rc == 0; i++)
+        rc = edit_add_file(e, 0, w.outs[i].number, &w.outs[i].props);
+    out_release(&w, rc != 0);
     return rc;
 }

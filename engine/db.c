@@ -25,8 +25,9 @@
  * until the store is reopened (the record may or may not be on disk; retrying would lie).
  *
  * Stalls: a writer waits rather than letting memory grow: when the memtable is full and the
- * previous one is still being flushed, or level 0 has VSET_L0_STOP files; with
- * VSET_L0_SLOWDOWN files each write is delayed 1 ms once.
+ * previous one is still being flushed, or level 0 is VSET_L0_STOP files deep (version.h:
+ * l0_depth, the most level-0 files covering one key); at VSET_L0_SLOWDOWN each write is
+ * delayed 1 ms once.
  */
 #include "db_impl.h"
 
@@ -91,6 +92,8 @@ static void db_sanitize_options(kv_options *o)
         o->background_threads = 1;
     if (o->background_threads > 8)
         o->background_threads = 8;
+    if (o->partition_prefix_bytes > KV_PARTITION_PREFIX_MAX)
+        o->partition_prefix_bytes = KV_PARTITION_PREFIX_MAX;
 }
 
 int db_wal_path(const kv_db *db, uint64_t number, char *out, size_t cap)
@@ -314,24 +317,13 @@ static int db_write_level0(kv_db *db, memtable *mem, uint64_t log_number)
     int rc = 0;
     uint64_t max_seq = mem_max_seq(mem);
     if (mem_entries(mem) > 0) {
-        uint64_t number = vset_new_file_number(db->vs);
         iter *it = mem_iter_new(mem);
         if (!it) {
             rc = kv_error(-ENOMEM, "out of memory flushing the memtable");
             goto out;
         }
-        sst_props props;
-        memset(&props, 0, sizeof props);
-        rc = build_table(db->vs, it, number, &props);
+        rc = build_level0(db->vs, it, &e);
         iter_destroy(it);
-        if (rc)
-            goto out;
-        if (props.entries > 0) {
-            rc = kvio_fsync_dir(db->dir);
-            if (rc == 0)
-                rc = edit_add_file(&e, 0, number, &props);
-        }
-        sst_props_free(&props);
         if (rc)
             goto out;
     }
@@ -675,10 +667,10 @@ static int db_rotate_wal(kv_db *db)
     return rc;
 }
 
-static size_t db_level0_files(kv_db *db)
+static size_t db_level0_depth(kv_db *db)
 {
     version *v = vset_current(db->vs);
-    size_t n = v->nfiles[0];
+    size_t n = v->l0_depth;
     version_unref(v);
     return n;
 }
@@ -692,7 +684,7 @@ static int db_make_room(kv_db *db, int force)
             return db_sticky(db);
         if (db->shutting_down)
             return kv_error(-ESHUTDOWN, "%s: store is closing", db->dir);
-        size_t l0 = db_level0_files(db);
+        size_t l0 = db_level0_depth(db);
         if (allow_delay && l0 >= VSET_L0_SLOWDOWN) {
             uint64_t t0 = kv_mono_us();
             pthread_mutex_unlock(&db->mu);

@@ -75,7 +75,14 @@ typedef struct kv_options {
     size_t table_bytes;       /* target SSTable size (default 8 MiB) */
     size_t wal_segment_bytes; /* a WAL segment is closed after this many bytes (default 64 MiB) */
     int background_threads;   /* compaction threads besides the flush thread (default 1) */
+    size_t partition_prefix_bytes; /* flushes and compactions start a new table where the first
+                                      N bytes of the user key change (0, the default: never;
+                                      at most KV_PARTITION_PREFIX_MAX). Keeps families of keys
+                                      in tables of their own, so that bulk data written in key
+                                      order moves down the levels without being rewritten */
 } kv_options;
+
+#define KV_PARTITION_PREFIX_MAX 16
 
 void kv_options_init(kv_options *opt);
 

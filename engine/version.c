@@ -198,6 +198,41 @@ static int level_check(const version *v, int level)
     return 0;
 }
 
+static int slice_ptr_cmp(const void *a, const void *b)
+{
+    return kv_slice_cmp(*(const kv_slice *)a, *(const kv_slice *)b);
+}
+
+/* The most L0 files whose user-key ranges [lo, hi] hold one key: sweeping the sorted starts,
+ * the files open at start i are the i + 1 started so far less those that ended before it. */
+static int l0_depth_of(version *v)
+{
+    size_t n = v->nfiles[0];
+    v->l0_depth = n;
+    if (n < 2)
+        return 0;
+    kv_slice *lo = malloc(2 * n * sizeof *lo);
+    if (!lo)
+        return -ENOMEM;
+    kv_slice *hi = lo + n;
+    for (size_t i = 0; i < n; i++) {
+        lo[i] = ikey_user_key(kv_buf_slice(&v->files[0][i]->smallest));
+        hi[i] = ikey_user_key(kv_buf_slice(&v->files[0][i]->largest));
+    }
+    qsort(lo, n, sizeof *lo, slice_ptr_cmp);
+    qsort(hi, n, sizeof *hi, slice_ptr_cmp);
+    size_t depth = 0, ended = 0;
+    for (size_t i = 0; i < n; i++) {
+        while (ended < n && kv_slice_cmp(hi[ended], lo[i]) < 0)
+            ended++;
+        if (i + 1 - ended > depth)
+            depth = i + 1 - ended;
+    }
+    free(lo);
+    v->l0_depth = depth;
+    return 0;
+}
+
 static int level_build(vset *vs, version *nv, const version *base, const version_edit *e, int level,
                        char *found)
 {
@@ -222,7 +257,8 @@ static int level_build(vset *vs, version *nv, const version *base, const version
     nv->nfiles[level] = n;
     if (n > 1)
         qsort(fs, n, sizeof *fs, level == 0 ? file_cmp_newest : file_cmp_smallest);
-    return level_check(nv, level);
+    int rc = level_check(nv, level);
+    return rc == 0 && level == 0 ? l0_depth_of(nv) : rc;
 }
 
 /* OUT: *out = base + e (a new version, refcount 1). -EINVAL (with a message) if the edit does

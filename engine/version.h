@@ -38,6 +38,7 @@
 #include "sst.h"
 #include "util.h"
 
+/* Level-0 triggers, in files deep (version.l0_depth). */
 #define VSET_L0_COMPACT_TRIGGER 4
 #define VSET_L0_SLOWDOWN 8
 #define VSET_L0_STOP 12
@@ -59,6 +60,9 @@ typedef struct file_meta {
 typedef struct version {
     file_meta **files[KV_MAX_LEVELS]; /* L0: newest first; others: sorted by smallest */
     size_t nfiles[KV_MAX_LEVELS];
+    size_t l0_depth; /* the most L0 files whose user-key ranges hold one key: what a read may
+                        have to look at in L0, and what the L0 triggers below count (one
+                        flush can write several tables side by side) */
     atomic_int refs;
     struct vset *vs;
 } version;
@@ -224,8 +228,9 @@ int compaction_level(const compaction *c); /* input level */
 /* Clears the compacting marks and frees c. */
 void compaction_free(compaction *c);
 
-/* Writes the entries of it (a memtable) into a new table number (no dropping). OUT: *props;
- * entries == 0 means nothing was written and no file exists. */
-int build_table(vset *vs, iter *it, uint64_t number, sst_props *props);
+/* Writes the entries of it (a memtable) into new level-0 tables (no dropping; one table per
+ * partition, see kv_options.partition_prefix_bytes), fsyncs the directory and adds them to e.
+ * Nothing is written for an empty iterator. On failure no table is left behind. */
+int build_level0(vset *vs, iter *it, version_edit *e);
 
 #endif /* KV_VERSION_H */

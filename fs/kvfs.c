@@ -542,6 +542,7 @@ static int open_store(kvfs *fs)
     o.compression_level = fs->compress_level;
     o.block_bytes = KVFS_BLOCK_BYTES;
     o.uncompressed_levels = KVFS_UNCOMPRESSED_LEVELS;
+    o.partition_prefix_bytes = KVFS_PARTITION_PREFIX_BYTES;
     int rc = kv_open(fs->data_dir, &o, &fs->db);
     if (rc == -EBUSY) {
         kvfs_msg("data directory %s is in use by another process", fs->data_dir);

@@ -60,6 +60,12 @@
  * through them within seconds of being written, so compressing it there only costs CPU on
  * the write path (zstd was half the daemon's CPU in a 256 MiB sequential write). */
 #define KVFS_UNCOMPRESSED_LEVELS 2
+/* Tables are cut where the key's first byte, its kind ('C' chunks, 'D' entries, 'I' inodes...;
+ * layout.c), changes (kv_options.partition_prefix_bytes): the chunks of a file written from
+ * start to end then sit in tables no other key falls into, which move down the levels without
+ * being rewritten, where before the inode record of every write made each level-0 table span
+ * 'C'..'I' and every byte was compacted again. */
+#define KVFS_PARTITION_PREFIX_BYTES 1
 /* -o readahead default (KiB). The kernel gives a FUSE mount 128 KiB, so a sequential reader
  * costs one round trip per 128 KiB; 1 MiB (one max_write-sized request) cuts that 8-fold
  * (measured 256 MiB seqread: 900-1060 MB/s -> 1190-1250 MB/s). */

@@ -2,7 +2,8 @@
  * test_compaction.c -- compaction against a brute-force reference of the retention rules
  * (version.h retention; compaction.c header), output cutting only between user keys, picking
  * and busy marks, L0 overlap closure, the last level compacting into itself, cleanup after a
- * failed compaction, and unlinking of obsolete inputs once no version references them.
+ * failed compaction, unlinking of obsolete inputs once no version references them, and
+ * partitioned outputs with level 0 counted by depth.
  */
 #include <dirent.h>
 #include <limits.h>
@@ -69,24 +70,114 @@ static uint64_t add_table(vset *vs, int level, const ent *es, size_t n)
         size_t klen = key_str(key, es[i].key), vlen = stored_value(&es[i], val);
         CHECK_OK(mem_add(m, es[i].seq, es[i].type, kv_slice_of(key, klen), kv_slice_of(val, vlen)));
     }
-    uint64_t number = vset_new_file_number(vs);
     iter *it = mem_iter_new(m);
-    sst_props props;
-    CHECK_OK(build_table(vs, it, number, &props));
+    version_edit e;
+    edit_init(&e);
+    CHECK_OK(build_level0(vs, it, &e));
     iter_destroy(it);
     mem_unref(m);
     if (n == 0) {
-        CHECK(props.entries == 0 && !file_exists(vs, number));
+        CHECK(e.nadded == 0);
+        edit_free(&e);
         return 0;
     }
-    CHECK(props.entries == n);
-    version_edit e;
-    edit_init(&e);
-    CHECK_OK(edit_add_file(&e, level, number, &props));
-    sst_props_free(&props);
+    CHECK(e.nadded == 1 && e.added[0].f->entries == n); /* these stores do not partition */
+    uint64_t number = e.added[0].f->number;
+    CHECK(file_exists(vs, number));
+    e.added[0].level = level;
     CHECK_OK(vset_log_and_apply(vs, &e));
     edit_free(&e);
     return number;
+}
+
+/* Flushes puts of keys "<fam><idx>" for idx in [from, to) and one key "i0" (an inode record
+ * written with every batch) at seq, into level 0 of a store that partitions by the first byte;
+ * checks that one table per family came out. */
+static void flush_family(vset *vs, char fam, int from, int to, uint64_t seq)
+{
+    memtable *m = mem_new();
+    CHECK(m != NULL);
+    char key[32];
+    for (int i = from; i < to; i++) {
+        size_t kl = (size_t)sprintf(key, "%c%06d", fam, i);
+        CHECK_OK(mem_add(m, seq++, KV_TYPE_VALUE, kv_slice_of(key, kl), kv_slice_of("v", 1)));
+    }
+    CHECK_OK(mem_add(m, seq, KV_TYPE_VALUE, kv_slice_of("i0", 2), kv_slice_of("size", 4)));
+    iter *it = mem_iter_new(m);
+    version_edit e;
+    edit_init(&e);
+    CHECK_OK(build_level0(vs, it, &e));
+    iter_destroy(it);
+    mem_unref(m);
+    CHECK(e.nadded == 2);
+    CHECK(e.added[0].f->entries + e.added[1].f->entries == (uint64_t)(to - from) + 1);
+    for (size_t i = 0; i < 2; i++) { /* each table holds one family */
+        const kv_buf *lo = &e.added[i].f->smallest, *hi = &e.added[i].f->largest;
+        CHECK(lo->data[0] == hi->data[0]);
+    }
+    CHECK_OK(vset_log_and_apply(vs, &e));
+    edit_free(&e);
+}
+
+/* Runs the compaction the picker chooses; returns the bytes it wrote. */
+static uint64_t run_picked(vset *vs, size_t *deleted, size_t *added)
+{
+    compaction *c = vset_pick_compaction(vs);
+    CHECK(c != NULL);
+    version_edit e;
+    edit_init(&e);
+    retention r = {1ull << 40, NULL, 0, 0}; /* reads only above every seq: no history */
+    uint64_t written = 1;
+    CHECK_OK(compaction_run(c, &r, &e, NULL, &written));
+    *deleted = e.ndeleted;
+    *added = e.nadded;
+    CHECK_OK(vset_log_and_apply(vs, &e));
+    edit_free(&e);
+    compaction_free(c);
+    return written;
+}
+
+/* partition_prefix_bytes: a flush writes one table per key family; level 0 is counted by
+ * depth (overlapping tables), not by files; a family written in key order moves to level 1
+ * without a rewrite while the overlapping records beside it are merged. */
+static void test_partitions(void)
+{
+    const char *dir = tu_tmpdir("cmppart");
+    kv_options o;
+    opts_default(&o, 1 << 20);
+    o.partition_prefix_bytes = 1;
+    vset *vs;
+    CHECK_OK(vset_open(dir, &o, NULL, &vs));
+    for (int f = 0; f < 3; f++)
+        flush_family(vs, 'c', f * 100, f * 100 + 100, 1 + (uint64_t)f * 1000);
+    version *v = vset_current(vs);
+    CHECK(v->nfiles[0] == 6 && v->l0_depth == 3); /* the three "i0" tables overlap */
+    version_unref(v);
+    CHECK(vset_pick_compaction(vs) == NULL); /* depth 3 < VSET_L0_COMPACT_TRIGGER */
+    flush_family(vs, 'c', 300, 400, 4000);
+    v = vset_current(vs);
+    CHECK(v->nfiles[0] == 8 && v->l0_depth == 4);
+    uint64_t oldest = v->files[0][7]->number; /* the first flush's 'c' table */
+    CHECK(v->files[0][7]->smallest.data[0] == 'c');
+    version_unref(v);
+
+    size_t deleted, added;
+    CHECK(run_picked(vs, &deleted, &added) == 0); /* moved, not rewritten */
+    CHECK(deleted == 1 && added == 1);
+    v = vset_current(vs);
+    CHECK(v->nfiles[0] == 7 && v->nfiles[1] == 1 && v->files[1][0]->number == oldest);
+    CHECK(v->l0_depth == 4);
+    version_unref(v);
+    /* now the oldest is the first "i0" table: all four merge into one level-1 table */
+    CHECK(run_picked(vs, &deleted, &added) > 0);
+    CHECK(deleted == 4 && added == 1);
+    v = vset_current(vs);
+    CHECK(v->nfiles[0] == 3 && v->l0_depth == 1 && v->nfiles[1] == 2);
+    CHECK(v->files[1][1]->entries == 1); /* only the newest "i0" is left (no history) */
+    version_unref(v);
+    CHECK(vset_pick_compaction(vs) == NULL);
+    vset_close(vs);
+    tu_rmtree(dir);
 }
 
 /* ------------------------------------------------------------ the reference ---- */
@@ -362,7 +453,8 @@ static void test_pick_and_busy(void)
     CHECK(vset_pick_compaction(vs) == NULL);
     uint64_t s = 1;
     for (int f = 0; f < VSET_L0_COMPACT_TRIGGER; f++) {
-        ent es[3] = {mk(f * 10, s), mk(f * 10 + 1, s + 1), mk(f * 10 + 2, s + 2)};
+        /* every table holds key 90, so level 0 is f + 1 files deep */
+        ent es[3] = {mk(f * 10, s), mk(f * 10 + 1, s + 1), mk(90, s + 2)};
         s += 3;
         add_table(vs, 0, es, 3);
         compaction *c = vset_pick_compaction(vs);
@@ -377,16 +469,24 @@ static void test_pick_and_busy(void)
     }
     compaction *c = vset_pick_compaction(vs);
     CHECK(c != NULL);
-    /* disjoint L0 files: picking starts from the oldest alone (no overlap to pull in) */
+    /* the oldest file pulls in every file overlapping it */
     version_edit e;
     edit_init(&e);
     retention r = {0, NULL, 0, 0};
     CHECK_OK(compaction_run(c, &r, &e, NULL, NULL));
-    CHECK(e.ndeleted == 1 && e.nadded == 1 && e.added[0].level == 1);
+    CHECK(e.ndeleted == VSET_L0_COMPACT_TRIGGER && e.nadded == 1 && e.added[0].level == 1);
     CHECK_OK(vset_log_and_apply(vs, &e));
     edit_free(&e);
     compaction_free(c);
-    CHECK(vset_pick_compaction(vs) == NULL); /* 3 L0 files left: below the trigger */
+    CHECK(vset_pick_compaction(vs) == NULL); /* level 0 is empty */
+
+    /* four disjoint files are one file deep: below the trigger however many there are */
+    for (int f = 0; f < VSET_L0_COMPACT_TRIGGER; f++) {
+        ent es[2] = {mk(200 + f * 10, s), mk(200 + f * 10 + 1, s + 1)};
+        s += 2;
+        add_table(vs, 0, es, 2);
+    }
+    CHECK(vset_pick_compaction(vs) == NULL);
 
     /* a level over its byte target is picked (a pretend 20 MiB table in L1) */
     sst_props fake;
@@ -601,6 +701,7 @@ int main(void)
     test_l0_closure_and_levels();
     test_tombstone_base_level();
     test_failure_cleanup();
+    test_partitions();
     for (int round = 0; round < 40; round++)
         random_round(round);
     TU_DONE("test_compaction");

@@ -797,6 +797,7 @@ int main(void)
     opts.block_bytes = 2048;
     opts.history_ms = 7ull * 86400 * 1000;
     opts.wal_segment_bytes = 256 << 10;
+    opts.partition_prefix_bytes = (size_t)tu_rand_below(3); /* 0: off; 2 splits "b" from "b\\0" */
     store_open();
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);

@@ -73,17 +73,15 @@ static uint64_t add_table(vset *vs, int level, int lo, int hi, uint64_t base)
         CHECK_OK(mem_add(m, base + (uint64_t)k, KV_TYPE_VALUE, kv_slice_of(key, strlen(key)),
                          kv_slice_of(val, (size_t)n)));
     }
-    uint64_t number = vset_new_file_number(vs);
     iter *it = mem_iter_new(m);
-    sst_props props;
-    CHECK_OK(build_table(vs, it, number, &props));
-    iter_destroy(it);
-    mem_unref(m);
-    CHECK(props.entries == (uint64_t)(hi - lo));
     version_edit e;
     edit_init(&e);
-    CHECK_OK(edit_add_file(&e, level, number, &props));
-    sst_props_free(&props);
+    CHECK_OK(build_level0(vs, it, &e));
+    iter_destroy(it);
+    mem_unref(m);
+    CHECK(e.nadded == 1 && e.added[0].f->entries == (uint64_t)(hi - lo));
+    uint64_t number = e.added[0].f->number;
+    e.added[0].level = level;
     CHECK_OK(vset_log_and_apply(vs, &e));
     edit_free(&e);
     return number;
@@ -623,16 +621,14 @@ static void test_get_and_iters(void)
     memtable *mt = mem_new();
     key_of(key, sizeof key, 120);
     CHECK_OK(mem_add(mt, 30000, KV_TYPE_VALUE, kv_slice_of(key, strlen(key)), kv_slice_of("x", 1)));
-    uint64_t num = vset_new_file_number(vs);
     iter *it = mem_iter_new(mt);
-    sst_props props;
-    CHECK_OK(build_table(vs, it, num, &props));
-    iter_destroy(it);
-    mem_unref(mt);
     version_edit e;
     edit_init(&e);
-    CHECK_OK(edit_add_file(&e, 1, num, &props));
-    sst_props_free(&props);
+    CHECK_OK(build_level0(vs, it, &e));
+    iter_destroy(it);
+    mem_unref(mt);
+    CHECK(e.nadded == 1);
+    e.added[0].level = 1;
     CHECK_RC(vset_log_and_apply(vs, &e), -EINVAL);
     edit_free(&e);
     vset_close(vs);
