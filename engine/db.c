@@ -275,6 +275,7 @@ static int db_open_new_wal(kv_db *db)
                 : log_writer_create(path, (uint32_t)number, &w);
     if (rc)
         return rc;
+    log_writer_prepare_ahead(w, DB_WAL_PREPARE_BYTES);
     rc = kvio_fsync_dir(db->dir);
     if (rc) {
         log_writer_close(w);

@@ -45,6 +45,9 @@ typedef struct db_writer {
  * an fdatasync of overwritten blocks skips the journal commit an append needs (measured on
  * ext4: 6500-7700 vs 3300-3800 4 KiB write+fdatasync per second). */
 #define DB_WAL_POOL 2
+/* A new segment (none pooled), and a reused one outgrowing its old size, is kept zero-filled
+ * this far past its last record for the same reason (log_writer_prepare_ahead). */
+#define DB_WAL_PREPARE_BYTES (1u << 20)
 
 struct kv_db {
     char *dir;

@@ -97,7 +97,9 @@ struct log_writer {
     int fd;
     uint32_t lognum;
     uint64_t offset;   /* where the next byte goes (== bytes written to this log) */
-    uint64_t stale;    /* a reused file's size when opened: older records lie past offset */
+    uint64_t stale;    /* the file's end when beyond offset: a reused file's older records, or
+                          zeros written ahead (log_writer_prepare_ahead), lie past offset */
+    size_t prepare;    /* bytes to keep zero-filled ahead of offset (0: none) */
     int err;           /* sticky: first write/sync failure */
     kvio_writeback wb; /* background writeback as the log grows */
     kv_buf buf;        /* reused for every record */
@@ -135,7 +137,35 @@ static int log_writer_open(const char *path, uint32_t lognum, int flags, log_wri
 
 int log_writer_create(const char *path, uint32_t lognum, log_writer **out)
 {
-    return log_writer_open(path, lognum, O_WRONLY | O_CREAT | O_EXCL | O_APPEND, out);
+    /* no O_APPEND: zeros written ahead (log_writer_prepare_ahead) sit past the file position */
+    return log_writer_open(path, lognum, O_WRONLY | O_CREAT | O_EXCL, out);
+}
+
+void log_writer_prepare_ahead(log_writer *w, size_t bytes)
+{
+    w->prepare = bytes;
+}
+
+/* Keeps w->prepare zero bytes written past offset, in steps of at least half of it, so that
+ * appends land in blocks the file already has and a later fdatasync writes data only, with no
+ * size or allocation change to journal (about half the cost of an appending fdatasync on
+ * ext4). The zeros are not pushed to disk here: a bulk writer overwrites them in the page
+ * cache first. Readers see zeros past the last record as the end of the log. */
+static int log_prepare(log_writer *w)
+{
+    static const uint8_t zeros[64 * 1024];
+    if (!w->prepare || w->stale >= w->offset + w->prepare / 2)
+        return 0;
+    uint64_t from = KV_MAX(w->stale, w->offset), to = w->offset + w->prepare;
+    while (from < to) {
+        size_t n = (size_t)KV_MIN(to - from, sizeof zeros);
+        int rc = kvio_pwrite_full(w->fd, w->path, zeros, n, from);
+        if (rc)
+            return rc;
+        from += n;
+    }
+    w->stale = to;
+    return 0;
 }
 
 int log_writer_reuse(const char *path, uint32_t lognum, log_writer **out)
@@ -218,6 +248,8 @@ int log_writer_add(log_writer *w, const void *data, size_t len)
         w->offset += w->buf.len;
         rc = kvio_writeback_note(&w->wb, w->fd, w->path, w->offset);
     }
+    if (rc == 0)
+        rc = log_prepare(w);
     if (rc)
         w->err = rc;
     if (w->buf.cap > LOG_KEEP_BUF_BYTES)

@@ -35,11 +35,16 @@ int log_writer_create(const char *path, uint32_t lognum, log_writer **w);
  * number lognum over it from offset 0; its older records stay past the writer's offset until
  * log_writer_seal. OUT: *w. */
 int log_writer_reuse(const char *path, uint32_t lognum, log_writer **w);
+/* From the next append on, keeps up to bytes zero-filled past the end of the records (the WAL:
+ * an fdatasync over written blocks is cheaper than one that grows the file). log_writer_seal
+ * cuts them off again. */
+void log_writer_prepare_ahead(log_writer *w, size_t bytes);
 /* Appends one record (any length; fragmented as needed) with a single write(2) call, so that
  * a concurrent reader in another process sees either nothing or whole fragments in order. */
 int log_writer_add(log_writer *w, const void *data, size_t len);
 int log_writer_sync(log_writer *w); /* fdatasync */
-/* Ends the log: truncates a reused file to what this log wrote, then fdatasync. Nothing may be
+/* Ends the log: truncates what lies past the records (a reused file's older records, zeros
+ * written ahead) off, then fdatasync. Nothing may be
  * appended afterwards that should survive a crash unsealed. */
 int log_writer_seal(log_writer *w);
 uint64_t log_writer_offset(const log_writer *w);

@@ -783,6 +783,61 @@ static void test_reuse(void)
     CHECK(nread == 2 && good == file_size(path));
 }
 
+/* Zeros written ahead of the records (log_writer_prepare_ahead): the file keeps a zero tail of
+ * about the asked size while it grows, every reader takes the zeros for the end of the log,
+ * damage before them is still corruption, and the seal cuts them off. */
+static void test_prepare_ahead(void)
+{
+    char path[PATH_MAX];
+    new_path(path);
+    log_writer *w;
+    CHECK_OK(log_writer_create(path, 13, &w));
+    log_writer_prepare_ahead(w, 64 * 1024);
+    const size_t sizes[] = {300, 20000, 50000, 7, 40000, 3000};
+    uint8_t *buf = malloc(50000);
+    CHECK(buf);
+    log_reader *tail;
+    CHECK_OK(log_reader_open(path, 13, &tail));
+    const uint8_t *rec;
+    size_t len, nread;
+    uint64_t ends[6], good, bad;
+    for (size_t i = 0; i < 6; i++) {
+        fill(buf, sizes[i], i);
+        CHECK_OK(log_writer_add(w, buf, sizes[i]));
+        ends[i] = log_writer_offset(w);
+        uint64_t size = file_size(path);
+        CHECK(size >= ends[i] + 32 * 1024 && size <= ends[i] + 64 * 1024);
+        /* a tailing reader gets exactly the new record, then the end */
+        CHECK_RC(log_reader_next(tail, &rec, &len), 1);
+        CHECK(len == sizes[i] && matches(rec, len, i));
+        CHECK_RC(log_reader_next(tail, &rec, &len), 0);
+    }
+    log_reader_close(tail);
+    CHECK_OK(log_writer_sync(w));
+    CHECK_RC(read_log(path, 13, sizes, 6, &nread, &good, NULL), 0);
+    CHECK(nread == 6 && good == ends[5]);
+    /* a bad byte in the data of record 3 with whole records after it, then zeros: corruption */
+    uint8_t b = peek(path, ends[2] + 12), flipped = (uint8_t)(b ^ 0x08);
+    patch(path, ends[2] + 12, &flipped, 1);
+    CHECK_RC(read_log(path, 13, sizes, 6, &nread, &good, &bad), -EUCLEAN);
+    CHECK(nread == 3);
+    patch(path, ends[2] + 12, &b, 1);
+    /* the last record torn, zeros after it: the end of the log */
+    b = peek(path, ends[4] + 100);
+    flipped = (uint8_t)(b ^ 0x08);
+    patch(path, ends[4] + 100, &flipped, 1);
+    CHECK_RC(read_log(path, 13, sizes, 6, &nread, &good, NULL), 0);
+    CHECK(nread == 5 && good == ends[4]);
+    patch(path, ends[4] + 100, &b, 1);
+    /* the seal leaves the records only */
+    CHECK_OK(log_writer_seal(w));
+    CHECK(file_size(path) == ends[5]);
+    CHECK_OK(log_writer_close(w));
+    CHECK_RC(read_log(path, 13, sizes, 6, &nread, &good, NULL), 0);
+    CHECK(nread == 6 && good == ends[5]);
+    free(buf);
+}
+
 int main(void)
 {
     tu_seed_init();
@@ -796,6 +851,7 @@ int main(void)
     test_foreign();
     test_crafted();
     test_reuse();
+    test_prepare_ahead();
     test_resume_growth();
     test_resume_concurrent();
     test_faults();
