@@ -3,7 +3,8 @@
  * build_level0, which writes a memtable out as level-0 tables.
  *
  * Picking (LevelDB style): level L >= 1 may hold 10 MiB * 10^(L-1); its score is bytes/target,
- * level 0's is its depth (version.h: l0_depth) / VSET_L0_COMPACT_TRIGGER. The highest score >= 1
+ * level 0's is its depth (version.h: l0_depth) / VSET_L0_COMPACT_TRIGGER, or its file count /
+ * VSET_L0_FILE_TRIGGER if higher. The highest score >= 1
  * whose inputs are free wins. Inputs: at L0 the oldest file plus every L0 file overlapping
  * (transitively); at L >= 1 the first file after the level's compact pointer (round robin); then
  * every L+1 file overlapping them. Both input sets are closed under user-key overlap within their
@@ -236,7 +237,8 @@ static compaction *cmp_pick_level(vset *vs, version *v, int level)
 static double cmp_score(const version *v, int level)
 {
     if (level == 0)
-        return (double)v->l0_depth / VSET_L0_COMPACT_TRIGGER;
+        return KV_MAX((double)v->l0_depth / VSET_L0_COMPACT_TRIGGER,
+                      (double)v->nfiles[0] / VSET_L0_FILE_TRIGGER);
     double target = CMP_L1_TARGET_BYTES;
     for (int l = 1; l < level; l++)
         target *= 10;

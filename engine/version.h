@@ -42,6 +42,9 @@
 #define VSET_L0_COMPACT_TRIGGER 4
 #define VSET_L0_SLOWDOWN 8
 #define VSET_L0_STOP 12
+/* ...and in files: level 0 is also compacted once it holds this many tables, deep or not, so
+ * that side-by-side tables that never overlap (keys written in order) do not pile up there. */
+#define VSET_L0_FILE_TRIGGER 32
 
 typedef struct file_meta {
     uint64_t number;

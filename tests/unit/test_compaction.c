@@ -480,12 +480,23 @@ static void test_pick_and_busy(void)
     compaction_free(c);
     CHECK(vset_pick_compaction(vs) == NULL); /* level 0 is empty */
 
-    /* four disjoint files are one file deep: below the trigger however many there are */
-    for (int f = 0; f < VSET_L0_COMPACT_TRIGGER; f++) {
+    /* disjoint files are one file deep: below the depth trigger, until there are
+     * VSET_L0_FILE_TRIGGER of them; then the oldest moves down alone */
+    for (int f = 0; f < VSET_L0_FILE_TRIGGER; f++) {
+        CHECK(vset_pick_compaction(vs) == NULL);
         ent es[2] = {mk(200 + f * 10, s), mk(200 + f * 10 + 1, s + 1)};
         s += 2;
         add_table(vs, 0, es, 2);
     }
+    c = vset_pick_compaction(vs);
+    CHECK(c != NULL && compaction_level(c) == 0);
+    edit_init(&e);
+    uint64_t written = 1;
+    CHECK_OK(compaction_run(c, &r, &e, NULL, &written));
+    CHECK(e.ndeleted == 1 && e.nadded == 1 && written == 0);
+    CHECK_OK(vset_log_and_apply(vs, &e));
+    edit_free(&e);
+    compaction_free(c);
     CHECK(vset_pick_compaction(vs) == NULL);
 
     /* a level over its byte target is picked (a pretend 20 MiB table in L1) */
