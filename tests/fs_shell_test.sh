@@ -152,7 +152,8 @@ check_errno "setxattr XATTR_CREATE on an existing name: EEXIST" EEXIST \
 check_errno "setxattr XATTR_REPLACE on a missing name: ENODATA" ENODATA \
     'os.setxattr(a[0], "user.none", b"z", os.XATTR_REPLACE)' "$MNT/hello.txt"
 check "setfattr on a directory" setfattr -n user.dir -v d "$MNT/tree"
-big=$(head -c 3000 /dev/urandom | base64 -w0)
+# "v" first: setfattr reads a value starting with 0s/0S (base64) or 0x (hex) as encoded
+big=v$(head -c 3000 /dev/urandom | base64 -w0)
 check "setfattr a 4 KB value" setfattr -n user.big -v "$big" "$MNT/tree"
 check_eq "4 KB xattr value reads back" "$(getfattr --absolute-names --only-values -n user.big "$MNT/tree")" "$big"
 check "cp -a copies xattrs" cp -a "$MNT/hello.txt" "$MNT/hello-copy.txt"
