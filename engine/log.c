@@ -41,9 +41,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "kv.h"
 #include "kvio.h"
 
 enum log_type {
@@ -150,22 +152,27 @@ void log_writer_prepare_ahead(log_writer *w, size_t bytes)
  * appends land in blocks the file already has and a later fdatasync writes data only, with no
  * size or allocation change to journal (about half the cost of an appending fdatasync on
  * ext4). The zeros are not pushed to disk here: a bulk writer overwrites them in the page
- * cache first. Readers see zeros past the last record as the end of the log. */
-static int log_prepare(log_writer *w)
+ * cache first. Readers see zeros past the last record as the end of the log. A failure (a
+ * full disk) is no failure of the record just written: the log goes on without zeros ahead,
+ * and the seal still cuts off whatever part of them was written. */
+static void log_prepare(log_writer *w)
 {
     static const uint8_t zeros[64 * 1024];
     if (!w->prepare || w->stale >= w->offset + w->prepare / 2)
-        return 0;
+        return;
     uint64_t from = KV_MAX(w->stale, w->offset), to = w->offset + w->prepare;
-    while (from < to) {
+    int rc = 0;
+    while (from < to && rc == 0) {
         size_t n = (size_t)KV_MIN(to - from, sizeof zeros);
-        int rc = kvio_pwrite_full(w->fd, w->path, zeros, n, from);
-        if (rc)
-            return rc;
+        rc = kvio_pwrite_full(w->fd, w->path, zeros, n, from);
         from += n;
     }
     w->stale = to;
-    return 0;
+    if (rc) {
+        fprintf(stderr, "kvfs: %s; synced writes to this log append from now on\n",
+                kv_last_error());
+        w->prepare = 0;
+    }
 }
 
 int log_writer_reuse(const char *path, uint32_t lognum, log_writer **out)
@@ -249,7 +256,7 @@ int log_writer_add(log_writer *w, const void *data, size_t len)
         rc = kvio_writeback_note(&w->wb, w->fd, w->path, w->offset);
     }
     if (rc == 0)
-        rc = log_prepare(w);
+        log_prepare(w);
     if (rc)
         w->err = rc;
     if (w->buf.cap > LOG_KEEP_BUF_BYTES)

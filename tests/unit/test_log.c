@@ -675,6 +675,20 @@ static int fault_hook(kvio_op op, const char *path, void *arg)
     return op == f->op ? f->err : 0;
 }
 
+/* Fails the nth call of op (counting from 1), lets every other call through. */
+struct nth_fault {
+    kvio_op op;
+    int err;
+    int nth, seen;
+};
+
+static int nth_fault_hook(kvio_op op, const char *path, void *arg)
+{
+    KV_UNUSED(path);
+    struct nth_fault *f = arg;
+    return op == f->op && ++f->seen == f->nth ? f->err : 0;
+}
+
 static void test_faults(void)
 {
     char path[PATH_MAX];
@@ -835,6 +849,30 @@ static void test_prepare_ahead(void)
     CHECK_OK(log_writer_close(w));
     CHECK_RC(read_log(path, 13, sizes, 6, &nread, &good, NULL), 0);
     CHECK(nread == 6 && good == ends[5]);
+
+    /* the zeros cannot be written (a full disk): the record still is, the log goes on
+     * appending, and the seal cuts off the part of the zeros that was written */
+    new_path(path);
+    CHECK_OK(log_writer_create(path, 14, &w));
+    log_writer_prepare_ahead(w, 256 * 1024);
+    struct nth_fault nf = {KVIO_WRITE, -ENOSPC, 3, 0}; /* record, 64 KiB of zeros, then full */
+    kvio_set_fault_hook(nth_fault_hook, &nf);
+    fill(buf, sizes[0], 0);
+    CHECK_OK(log_writer_add(w, buf, sizes[0]));
+    kvio_set_fault_hook(NULL, NULL);
+    ends[0] = log_writer_offset(w);
+    CHECK(file_size(path) == ends[0] + 64 * 1024);
+    for (size_t i = 1; i < 6; i++) {
+        fill(buf, sizes[i], i);
+        CHECK_OK(log_writer_add(w, buf, sizes[i]));
+        ends[i] = log_writer_offset(w);
+        CHECK(file_size(path) == KV_MAX(ends[i], ends[0] + 64 * 1024));
+    }
+    CHECK_RC(read_log(path, 14, sizes, 6, &nread, &good, NULL), 0);
+    CHECK(nread == 6 && good == ends[5]);
+    CHECK_OK(log_writer_seal(w));
+    CHECK(file_size(path) == ends[5]);
+    CHECK_OK(log_writer_close(w));
     free(buf);
 }
 
