@@ -324,6 +324,7 @@ typedef struct out_writer {
     uint64_t number;                         /* of b */
     uint8_t prefix[KV_PARTITION_PREFIX_MAX]; /* the partition prefix of b's keys */
     size_t prefix_len;
+    uint64_t paced; /* bytes of b already reported to vs->compaction_pace */
     cmp_output *outs;
     size_t nouts, capouts;
 } out_writer;
@@ -367,8 +368,18 @@ static int out_add(out_writer *w, kv_slice ikey, kv_slice value)
         rc = out_open(w);
         w->prefix_len = KV_MIN(w->vs->opts.partition_prefix_bytes, ukey.len);
         memcpy(w->prefix, ukey.data, w->prefix_len);
+        w->paced = 0;
     }
-    return rc ? rc : sst_builder_add(w->b, ikey, value);
+    if (rc == 0)
+        rc = sst_builder_add(w->b, ikey, value);
+    /* a compaction (not a flush, which frees memory writers may wait for) lets the store
+     * slow it down every VSET_PACE_BYTES */
+    if (rc == 0 && w->level > 0 && w->vs->compaction_pace &&
+        sst_builder_file_bytes(w->b) >= w->paced + VSET_PACE_BYTES) {
+        w->paced += VSET_PACE_BYTES;
+        w->vs->compaction_pace(w->vs->compaction_pace_arg);
+    }
+    return rc;
 }
 
 static int out_finish(out_writer *w)

@@ -48,6 +48,10 @@ typedef struct db_writer {
 /* A new segment (none pooled), and a reused one outgrowing its old size, is kept zero-filled
  * this far past its last record for the same reason (log_writer_prepare_ahead). */
 #define DB_WAL_PREPARE_BYTES (1u << 20)
+/* Compaction pacing (db_pace_compaction): within this long of a synced write, compactions
+ * write at most DB_PACE_BYTES_PER_S. */
+#define DB_PACE_WINDOW_US 200000u
+#define DB_PACE_BYTES_PER_S (32u << 20)
 
 struct kv_db {
     char *dir;
@@ -72,6 +76,7 @@ struct kv_db {
     uint64_t last_commit_ms;            /* (leader) commit times never go back */
     size_t last_sync_group;             /* (mu) writers in the latest sync group */
     uint64_t fsync_us_avg;              /* (leader) recent WAL fsync time */
+    _Atomic uint64_t last_sync_us;      /* kv_mono_us() of the last WAL fsync (0: none yet) */
     int gathering;                      /* (mu) a sync leader waits on gather_cv for its group */
     pthread_cond_t gather_cv;
     _Atomic uint64_t last_seq;

@@ -144,7 +144,13 @@ typedef struct vset {
     atomic_uint_fast64_t filter_skips;
     int (*open_check)(struct vset *vs, void *arg); /* see vset_open_checked */
     void *open_check_arg;
+    /* Called by a compaction after each VSET_PACE_BYTES it writes; may sleep to yield the
+     * disk to the foreground (NULL: never paces). Set before any compaction runs. */
+    void (*compaction_pace)(void *arg);
+    void *compaction_pace_arg;
 } vset;
+
+#define VSET_PACE_BYTES (1u << 20)
 
 typedef int (*vset_check_fn)(vset *vs, void *arg);
 

@@ -137,6 +137,60 @@ static uint64_t run_picked(vset *vs, size_t *deleted, size_t *added)
     return written;
 }
 
+static void count_pace(void *arg)
+{
+    (*(int *)arg)++;
+}
+
+/* vset.compaction_pace: a compaction calls it once per VSET_PACE_BYTES it writes; a flush
+ * (level 0 output, which writers may be waiting for) never does. */
+static void test_pace(void)
+{
+    const char *dir = tu_tmpdir("cmppace");
+    kv_options o;
+    opts_default(&o, 64u << 20);
+    o.compression_level = 0;
+    vset *vs;
+    CHECK_OK(vset_open(dir, &o, NULL, &vs));
+    int paced = 0;
+    vs->compaction_pace = count_pace;
+    vs->compaction_pace_arg = &paced;
+    memtable *m = mem_new();
+    CHECK(m != NULL);
+    uint8_t val[1024];
+    memset(val, 'v', sizeof val);
+    for (int i = 0; i < 3000; i++) { /* ~3 MiB */
+        char key[32];
+        size_t kl = key_str(key, i);
+        CHECK_OK(mem_add(m, 1 + (uint64_t)i, KV_TYPE_VALUE, kv_slice_of(key, kl),
+                         kv_slice_of(val, sizeof val)));
+    }
+    iter *it = mem_iter_new(m);
+    version_edit e;
+    edit_init(&e);
+    CHECK_OK(build_level0(vs, it, &e));
+    iter_destroy(it);
+    mem_unref(m);
+    CHECK_OK(vset_log_and_apply(vs, &e));
+    edit_free(&e);
+    CHECK(paced == 0);
+    int busy;
+    compaction *c = vset_compact_range(vs, 0, NULL, NULL, &busy);
+    CHECK(c != NULL);
+    edit_init(&e);
+    retention r = {0, NULL, 0, 0};
+    uint64_t written = 0;
+    CHECK_OK(compaction_run(c, &r, &e, NULL, &written));
+    CHECK(written > 2 * VSET_PACE_BYTES);
+    CHECK(paced == (int)(written / VSET_PACE_BYTES) ||
+          paced == (int)(written / VSET_PACE_BYTES) - 1);
+    CHECK_OK(vset_log_and_apply(vs, &e));
+    edit_free(&e);
+    compaction_free(c);
+    vset_close(vs);
+    tu_rmtree(dir);
+}
+
 /* partition_prefix_bytes: a flush writes one table per key family; level 0 is counted by
  * depth (overlapping tables), not by files; a family written in key order moves to level 1
  * without a rewrite while the overlapping records beside it are merged. */
@@ -713,6 +767,7 @@ int main(void)
     test_tombstone_base_level();
     test_failure_cleanup();
     test_partitions();
+    test_pace();
     for (int round = 0; round < 40; round++)
         random_round(round);
     TU_DONE("test_compaction");
