@@ -4,14 +4,13 @@
  *
  * Picking (LevelDB style): level L >= 1 may hold 10 MiB * 10^(L-1); its score is bytes/target,
  * level 0's is its depth (version.h: l0_depth) / VSET_L0_COMPACT_TRIGGER, or its file count /
- * VSET_L0_FILE_TRIGGER if higher. The highest score >= 1
- * whose inputs are free wins. Inputs: at L0 the oldest file plus every L0 file overlapping
- * (transitively); at L >= 1 the first file after the level's compact pointer (round robin); then
- * every L+1 file overlapping them. Both input sets are closed under user-key overlap within their
- * level
- * ("boundary inputs", engine-notes.md section 5), so the versions of one user key are never
- * split between a compaction's inputs and what it leaves behind. The last level is never
- * picked; vset_compact_range compacts it into itself.
+ * VSET_L0_FILE_TRIGGER if higher. The highest score >= 1 whose inputs are free wins. Inputs:
+ * at L0 the oldest file plus every L0 file overlapping (transitively); at L >= 1 the first
+ * file after the level's compact pointer (round robin); then every L+1 file overlapping them.
+ * Both input sets are closed under user-key overlap within their level ("boundary inputs",
+ * engine-notes.md section 5), so the versions of one user key are never split between a
+ * compaction's inputs and what it leaves behind. The last level is never picked;
+ * vset_compact_range compacts it into itself.
  *
  * Outputs to a level below opts.uncompressed_levels (build_opts_for) are stored uncompressed.
  *
