@@ -209,8 +209,7 @@ static int db_replay_wal(kv_db *db, uint64_t number, int is_last, int *stop)
                           (unsigned long long)log_reader_good_offset(r), (unsigned long long)bseq);
         if (rc < 0) {
             if (rc == -EUCLEAN && db->opts.salvage) {
-                fprintf(stderr, "kvfs: salvage: %s; dropping the rest of the WAL\n",
-                        kv_last_error());
+                kv_log("salvage: %s; dropping the rest of the WAL", kv_last_error());
                 *stop = 1;
                 rc = 0;
                 break;
@@ -243,8 +242,7 @@ static int db_replay_wal(kv_db *db, uint64_t number, int is_last, int *stop)
                           "newer segment exists",
                           path, (unsigned long long)log_reader_good_offset(r));
             if (db->opts.salvage) {
-                fprintf(stderr, "kvfs: salvage: %s; dropping the rest of the WAL\n",
-                        kv_last_error());
+                kv_log("salvage: %s; dropping the rest of the WAL", kv_last_error());
                 *stop = 1;
                 rc = 0;
             }
@@ -268,9 +266,9 @@ static int db_take_pooled_wal(kv_db *db, const char *path)
             continue; /* cannot be: the new segment's longer name fitted */
         if (kvio_rename(old, path) == 0)
             return 1;
-        fprintf(stderr, "kvfs: %s\n", kv_last_error());
+        kv_log("%s", kv_last_error());
         if (kvio_unlink(old) != 0)
-            fprintf(stderr, "kvfs: %s\n", kv_last_error());
+            kv_log("%s", kv_last_error());
     }
     return 0;
 }
@@ -318,7 +316,7 @@ static void db_delete_old_wals(kv_db *db, uint64_t keep_from)
             continue;
         }
         if (db_wal_path(db, nums[i], path, sizeof path) == 0 && kvio_unlink(path) != 0)
-            fprintf(stderr, "kvfs: %s\n", kv_last_error());
+            kv_log("%s", kv_last_error());
     }
     free(nums);
 }
@@ -404,7 +402,7 @@ static int db_check_manifest_log(vset *vs, void *arg)
     else
         return 0;
     if (db->opts.salvage) {
-        fprintf(stderr, "kvfs: salvage: %s; opening anyway\n", msg);
+        kv_log("salvage: %s; opening anyway", msg);
         return 0;
     }
     return kv_error(-EUCLEAN, "%s", msg);
@@ -624,7 +622,7 @@ void db_set_sticky(kv_db *db, int rc)
         return;
     db->sticky_error = rc;
     snprintf(db->sticky_msg, sizeof db->sticky_msg, "%s", kv_last_error());
-    fprintf(stderr, "kvfs: %s: writes stopped: %s\n", db->dir, db->sticky_msg);
+    kv_log("%s: writes stopped: %s", db->dir, db->sticky_msg);
 }
 
 /* The sticky error, with its message for kv_last_error() (mu held). */

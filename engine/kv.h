@@ -96,6 +96,13 @@ int kv_close(kv_db *db);
 /* One line describing the latest failure in this thread ("" if none). */
 const char *kv_last_error(void);
 
+/* Where the store's own notices go: things no call returns, such as a write failure that
+ * stopped writes, what a salvage open dropped, a WAL segment that can no longer be written
+ * ahead. fn gets one line, no newline. NULL (the default) prints "kvfs: LINE" on stderr; a
+ * daemon whose stderr goes nowhere passes its logger. Process-wide; set it before kv_open. */
+typedef void (*kv_log_fn)(const char *line);
+void kv_set_log(kv_log_fn fn);
+
 /* ------------------------------------------------------------------------------ writes ---- */
 
 #define KV_WRITE_SYNC 1u   /* fsync the WAL before returning */

@@ -169,8 +169,7 @@ static void log_prepare(log_writer *w)
     }
     w->stale = to;
     if (rc) {
-        fprintf(stderr, "kvfs: %s; synced writes to this log append from now on\n",
-                kv_last_error());
+        kv_log("%s; synced writes to this log append from now on", kv_last_error());
         w->prepare = 0;
     }
 }

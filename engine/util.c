@@ -6,7 +6,11 @@
  */
 #include "util.h"
 
+#include "kv.h"
+
 #include <errno.h>
+#include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -192,6 +196,27 @@ uint64_t kv_mono_us(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static kv_log_fn _Atomic kv_log_hook;
+
+void kv_set_log(kv_log_fn fn)
+{
+    atomic_store(&kv_log_hook, fn);
+}
+
+void kv_log(const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    kv_log_fn fn = atomic_load(&kv_log_hook);
+    if (fn)
+        fn(line);
+    else
+        fprintf(stderr, "kvfs: %s\n", line);
 }
 
 static _Thread_local char kv_error_text[512];

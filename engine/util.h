@@ -113,6 +113,9 @@ uint64_t kv_hash64(const void *p, size_t n, uint64_t seed);
 uint64_t kv_now_ms(void);  /* wall clock, ms since the epoch */
 uint64_t kv_mono_us(void); /* monotonic, microseconds */
 
+/* ---- notices (kv_set_log) ---- */
+void kv_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* ---- errors ---- */
 /* Records the message for kv_last_error() in this thread and returns err (negative errno), so
  * that failures read `return kv_error(-EUCLEAN, "%s: bad block checksum at offset %llu", ...)`. */

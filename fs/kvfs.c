@@ -50,6 +50,13 @@ static void kvfs_msg(const char *fmt, ...)
         syslog(LOG_ERR, "%s", line);
 }
 
+/* The engine's notices (kv_set_log) go where the daemon's own messages go: stderr in the
+ * foreground, syslog once daemonized (stderr is /dev/null then). */
+static void kvfs_engine_notice(const char *line)
+{
+    kvfs_msg("%s", line);
+}
+
 void kvfs_log(const char *fmt, ...)
 {
     char line[1024];
@@ -739,6 +746,7 @@ int main(int argc, char *argv[])
         goto out;
     }
     openlog("kvfs", LOG_PID, LOG_DAEMON);
+    kv_set_log(kvfs_engine_notice);
     int ready_fd = -1;
     if (!opts.foreground && (ready_fd = daemon_fork()) < 0)
         goto out;

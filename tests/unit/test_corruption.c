@@ -38,6 +38,14 @@
 #define WAL_VLEN 200
 #define ST_ABSENT (-1)
 
+/* The last notice the store gave through kv_set_log. */
+static char noticed[1024];
+
+static void catch_notice(const char *line)
+{
+    snprintf(noticed, sizeof noticed, "%s", line);
+}
+
 static int st_sst[NK];    /* value version per key after the SST phases, or ST_ABSENT */
 static int wal_key[NWAL]; /* key written by WAL record w (value version 1000 + w) */
 static uint8_t *vbuf;
@@ -700,7 +708,11 @@ static void test_salvage(const target *wal)
     copy_dir(base, trial_dir);
     apply_damage(wal, &d);
     o.salvage = 1;
+    noticed[0] = '\0';
+    kv_set_log(catch_notice); /* what salvage dropped is told through kv_set_log's hook */
     CHECK_OK(kv_open(trial_dir, &o, &db));
+    kv_set_log(NULL);
+    CHECK(strstr(noticed, "salvage: ") != NULL && strstr(noticed, ".log") != NULL);
     CHECK_OK(kv_put(db, "after-salvage", 13, "x", 1, KV_WRITE_SYNC));
     CHECK_OK(kv_close(db));
     o.salvage = 0;
