@@ -59,6 +59,17 @@ static int file_exists(vset *vs, uint64_t number)
     return stat(path, &st) == 0;
 }
 
+/* Writes m out as level-0 tables (build_level0) into *e, freshly initialised; drops m. */
+static void flush_into(vset *vs, memtable *m, version_edit *e)
+{
+    iter *it = mem_iter_new(m);
+    CHECK(it != NULL);
+    edit_init(e);
+    CHECK_OK(build_level0(vs, it, e));
+    iter_destroy(it);
+    mem_unref(m);
+}
+
 /* Builds a table of es[0..n) at level; returns its number (0 if nothing was written). */
 static uint64_t add_table(vset *vs, int level, const ent *es, size_t n)
 {
@@ -70,12 +81,8 @@ static uint64_t add_table(vset *vs, int level, const ent *es, size_t n)
         size_t klen = key_str(key, es[i].key), vlen = stored_value(&es[i], val);
         CHECK_OK(mem_add(m, es[i].seq, es[i].type, kv_slice_of(key, klen), kv_slice_of(val, vlen)));
     }
-    iter *it = mem_iter_new(m);
     version_edit e;
-    edit_init(&e);
-    CHECK_OK(build_level0(vs, it, &e));
-    iter_destroy(it);
-    mem_unref(m);
+    flush_into(vs, m, &e);
     if (n == 0) {
         CHECK(e.nadded == 0);
         edit_free(&e);
@@ -103,12 +110,8 @@ static void flush_family(vset *vs, char fam, int from, int to, uint64_t seq)
         CHECK_OK(mem_add(m, seq++, KV_TYPE_VALUE, kv_slice_of(key, kl), kv_slice_of("v", 1)));
     }
     CHECK_OK(mem_add(m, seq, KV_TYPE_VALUE, kv_slice_of("i0", 2), kv_slice_of("size", 4)));
-    iter *it = mem_iter_new(m);
     version_edit e;
-    edit_init(&e);
-    CHECK_OK(build_level0(vs, it, &e));
-    iter_destroy(it);
-    mem_unref(m);
+    flush_into(vs, m, &e);
     CHECK(e.nadded == 2);
     CHECK(e.added[0].f->entries + e.added[1].f->entries == (uint64_t)(to - from) + 1);
     for (size_t i = 0; i < 2; i++) { /* each table holds one family */
@@ -119,22 +122,36 @@ static void flush_family(vset *vs, char fam, int from, int to, uint64_t seq)
     edit_free(&e);
 }
 
-/* Runs the compaction the picker chooses; returns the bytes it wrote. */
-static uint64_t run_picked(vset *vs, size_t *deleted, size_t *added)
+/* What run_and_apply's edit did. */
+typedef struct run_result {
+    uint64_t written;      /* bytes the compaction wrote */
+    size_t deleted, added; /* files the edit removed and added */
+    int level;             /* the level of the first added file (-1: none) */
+} run_result;
+
+/* Runs c with retention r, applies its edit and frees c. */
+static run_result run_and_apply(vset *vs, compaction *c, const retention *r)
 {
-    compaction *c = vset_pick_compaction(vs);
     CHECK(c != NULL);
     version_edit e;
     edit_init(&e);
-    retention r = {1ull << 40, NULL, 0, 0}; /* reads only above every seq: no history */
-    uint64_t written = 1;
-    CHECK_OK(compaction_run(c, &r, &e, NULL, &written));
-    *deleted = e.ndeleted;
-    *added = e.nadded;
+    run_result out = {1, 0, 0, -1};
+    CHECK_OK(compaction_run(c, r, &e, NULL, &out.written));
+    out.deleted = e.ndeleted;
+    out.added = e.nadded;
+    if (e.nadded)
+        out.level = e.added[0].level;
     CHECK_OK(vset_log_and_apply(vs, &e));
     edit_free(&e);
     compaction_free(c);
-    return written;
+    return out;
+}
+
+/* Runs the compaction the picker chooses, keeping no history. */
+static run_result run_picked(vset *vs)
+{
+    retention r = {1ull << 40, NULL, 0, 0}; /* reads only above every seq: no history */
+    return run_and_apply(vs, vset_pick_compaction(vs), &r);
 }
 
 static void count_pace(void *arg)
@@ -165,28 +182,17 @@ static void test_pace(void)
         CHECK_OK(mem_add(m, 1 + (uint64_t)i, KV_TYPE_VALUE, kv_slice_of(key, kl),
                          kv_slice_of(val, sizeof val)));
     }
-    iter *it = mem_iter_new(m);
     version_edit e;
-    edit_init(&e);
-    CHECK_OK(build_level0(vs, it, &e));
-    iter_destroy(it);
-    mem_unref(m);
+    flush_into(vs, m, &e);
     CHECK_OK(vset_log_and_apply(vs, &e));
     edit_free(&e);
     CHECK(paced == 0);
     int busy;
-    compaction *c = vset_compact_range(vs, 0, NULL, NULL, &busy);
-    CHECK(c != NULL);
-    edit_init(&e);
     retention r = {0, NULL, 0, 0};
-    uint64_t written = 0;
-    CHECK_OK(compaction_run(c, &r, &e, NULL, &written));
+    uint64_t written = run_and_apply(vs, vset_compact_range(vs, 0, NULL, NULL, &busy), &r).written;
     CHECK(written > 2 * VSET_PACE_BYTES);
     CHECK(paced == (int)(written / VSET_PACE_BYTES) ||
           paced == (int)(written / VSET_PACE_BYTES) - 1);
-    CHECK_OK(vset_log_and_apply(vs, &e));
-    edit_free(&e);
-    compaction_free(c);
     vset_close(vs);
     tu_rmtree(dir);
 }
@@ -215,16 +221,15 @@ static void test_partitions(void)
     CHECK(v->files[0][7]->smallest.data[0] == 'c');
     version_unref(v);
 
-    size_t deleted, added;
-    CHECK(run_picked(vs, &deleted, &added) == 0); /* moved, not rewritten */
-    CHECK(deleted == 1 && added == 1);
+    run_result rr = run_picked(vs);
+    CHECK(rr.written == 0 && rr.deleted == 1 && rr.added == 1); /* moved, not rewritten */
     v = vset_current(vs);
     CHECK(v->nfiles[0] == 7 && v->nfiles[1] == 1 && v->files[1][0]->number == oldest);
     CHECK(v->l0_depth == 4);
     version_unref(v);
     /* now the oldest is the first "i0" table: all four merge into one level-1 table */
-    CHECK(run_picked(vs, &deleted, &added) > 0);
-    CHECK(deleted == 4 && added == 1);
+    rr = run_picked(vs);
+    CHECK(rr.written > 0 && rr.deleted == 4 && rr.added == 1);
     v = vset_current(vs);
     CHECK(v->nfiles[0] == 3 && v->l0_depth == 1 && v->nfiles[1] == 2);
     CHECK(v->files[1][1]->entries == 1); /* only the newest "i0" is left (no history) */
@@ -521,17 +526,10 @@ static void test_pick_and_busy(void)
             compaction_free(c);
         }
     }
-    compaction *c = vset_pick_compaction(vs);
-    CHECK(c != NULL);
     /* the oldest file pulls in every file overlapping it */
-    version_edit e;
-    edit_init(&e);
     retention r = {0, NULL, 0, 0};
-    CHECK_OK(compaction_run(c, &r, &e, NULL, NULL));
-    CHECK(e.ndeleted == VSET_L0_COMPACT_TRIGGER && e.nadded == 1 && e.added[0].level == 1);
-    CHECK_OK(vset_log_and_apply(vs, &e));
-    edit_free(&e);
-    compaction_free(c);
+    run_result rr = run_and_apply(vs, vset_pick_compaction(vs), &r);
+    CHECK(rr.deleted == VSET_L0_COMPACT_TRIGGER && rr.added == 1 && rr.level == 1);
     CHECK(vset_pick_compaction(vs) == NULL); /* level 0 is empty */
 
     /* disjoint files are one file deep: below the depth trigger, until there are
@@ -542,15 +540,10 @@ static void test_pick_and_busy(void)
         s += 2;
         add_table(vs, 0, es, 2);
     }
-    c = vset_pick_compaction(vs);
+    compaction *c = vset_pick_compaction(vs);
     CHECK(c != NULL && compaction_level(c) == 0);
-    edit_init(&e);
-    uint64_t written = 1;
-    CHECK_OK(compaction_run(c, &r, &e, NULL, &written));
-    CHECK(e.ndeleted == 1 && e.nadded == 1 && written == 0);
-    CHECK_OK(vset_log_and_apply(vs, &e));
-    edit_free(&e);
-    compaction_free(c);
+    rr = run_and_apply(vs, c, &r);
+    CHECK(rr.deleted == 1 && rr.added == 1 && rr.written == 0);
     CHECK(vset_pick_compaction(vs) == NULL);
 
     /* a level over its byte target is picked (a pretend 20 MiB table in L1) */
@@ -562,6 +555,7 @@ static void test_pick_and_busy(void)
     CHECK_OK(ikey_append(&fake.largest, kv_slice_of(key, kl), 1, KV_TYPE_VALUE));
     fake.file_bytes = 20u << 20;
     fake.entries = 1;
+    version_edit e;
     edit_init(&e);
     CHECK_OK(edit_add_file(&e, 1, vset_new_file_number(vs), &fake));
     sst_props_free(&fake);
@@ -594,58 +588,35 @@ static void test_l0_closure_and_levels(void)
     size_t kl = key_str(key, 0);
     kv_slice lo = kv_slice_of(key, kl), hi = lo;
     int busy;
-    compaction *c = vset_compact_range(vs, 0, &lo, &hi, &busy);
-    CHECK(c != NULL);
-    version_edit e;
-    edit_init(&e);
     retention r = {0, NULL, 0, 0};
-    CHECK_OK(compaction_run(c, &r, &e, NULL, NULL));
-    CHECK(e.ndeleted == 3); /* a, then b (overlaps a), then d (overlaps b) */
-    CHECK_OK(vset_log_and_apply(vs, &e));
-    edit_free(&e);
-    compaction_free(c);
+    run_result rr = run_and_apply(vs, vset_compact_range(vs, 0, &lo, &hi, &busy), &r);
+    CHECK(rr.deleted == 3); /* a, then b (overlaps a), then d (overlaps b) */
     version *v = vset_current(vs);
     CHECK(v->nfiles[0] == 1 && v->files[0][0]->number == nc && v->nfiles[1] == 1);
     CHECK(v->files[1][0]->entries == 6);
     version_unref(v);
 
     /* L0 [60,70] into L1, whose file [0,50] it does not overlap: L1 gets two files */
-    c = vset_compact_range(vs, 0, NULL, NULL, &busy);
-    CHECK(c != NULL);
-    edit_init(&e);
-    CHECK_OK(compaction_run(c, &r, &e, NULL, NULL));
-    CHECK(e.ndeleted == 1);
-    CHECK_OK(vset_log_and_apply(vs, &e));
-    edit_free(&e);
-    compaction_free(c);
+    rr = run_and_apply(vs, vset_compact_range(vs, 0, NULL, NULL, &busy), &r);
+    CHECK(rr.deleted == 1);
     /* L1 range [10, 65] takes both L1 files down to L2 */
     kl = key_str(key, 10);
     char key2[16];
     size_t kl2 = key_str(key2, 65);
     lo = kv_slice_of(key, kl);
     hi = kv_slice_of(key2, kl2);
-    c = vset_compact_range(vs, 1, &lo, &hi, &busy);
+    compaction *c = vset_compact_range(vs, 1, &lo, &hi, &busy);
     CHECK(c != NULL && compaction_level(c) == 1);
-    edit_init(&e);
-    CHECK_OK(compaction_run(c, &r, &e, NULL, NULL));
-    CHECK(e.ndeleted == 2 && e.nadded == 1 && e.added[0].level == 2);
-    CHECK_OK(vset_log_and_apply(vs, &e));
-    edit_free(&e);
-    compaction_free(c);
+    rr = run_and_apply(vs, c, &r);
+    CHECK(rr.deleted == 2 && rr.added == 1 && rr.level == 2);
     /* nothing in L1 now */
     c = vset_compact_range(vs, 1, NULL, NULL, &busy);
     CHECK(c == NULL && busy == 0);
     /* the last level compacts into itself */
     ent z[] = {mk(900, 100), mk(901, 101)};
     add_table(vs, KV_MAX_LEVELS - 1, z, 2);
-    c = vset_compact_range(vs, KV_MAX_LEVELS - 1, NULL, NULL, &busy);
-    CHECK(c != NULL);
-    edit_init(&e);
-    CHECK_OK(compaction_run(c, &r, &e, NULL, NULL));
-    CHECK(e.ndeleted == 1 && e.nadded == 1 && e.added[0].level == KV_MAX_LEVELS - 1);
-    CHECK_OK(vset_log_and_apply(vs, &e));
-    edit_free(&e);
-    compaction_free(c);
+    rr = run_and_apply(vs, vset_compact_range(vs, KV_MAX_LEVELS - 1, NULL, NULL, &busy), &r);
+    CHECK(rr.deleted == 1 && rr.added == 1 && rr.level == KV_MAX_LEVELS - 1);
     /* reads still find everything */
     v = vset_current(vs);
     int keys[] = {0, 15, 20, 35, 40, 50, 60, 70, 900, 901};
@@ -745,15 +716,9 @@ static void test_failure_cleanup(void)
     CHECK(count_files(dir, ".tmp") == 0);
     edit_free(&e);
     compaction_free(c);
-    /* and the compaction can run again */
-    c = vset_compact_range(vs, 0, NULL, NULL, &busy);
-    CHECK(c != NULL);
-    edit_init(&e);
-    CHECK_OK(compaction_run(c, &r, &e, NULL, NULL));
-    CHECK(e.nadded == 40); /* 1-byte target: one key per file */
-    CHECK_OK(vset_log_and_apply(vs, &e));
-    edit_free(&e);
-    compaction_free(c);
+    /* and the compaction can run again; the 1-byte target gives one key per file */
+    run_result rr = run_and_apply(vs, vset_compact_range(vs, 0, NULL, NULL, &busy), &r);
+    CHECK(rr.added == 40);
     CHECK(count_files(dir, ".sst") == 40);
     vset_close(vs);
     tu_rmtree(dir);
