@@ -161,7 +161,8 @@ int kvio_fsync(int fd, const char *path)
     return 0;
 }
 
-int kvio_start_writeback(int fd, const char *path, uint64_t off, uint64_t n)
+/* Starts writeback of [off, off + n) without waiting. */
+static int kvio_start_writeback(int fd, const char *path, uint64_t off, uint64_t n)
 {
     int rc = kvio_fault(KVIO_SYNC, "start writeback", path);
     if (rc)

@@ -43,15 +43,13 @@ int kvio_pread_full(int fd, const char *path, void *buf, size_t n, uint64_t off,
 int kvio_write_full(int fd, const char *path, const void *buf, size_t n);
 int kvio_pwrite_full(int fd, const char *path, const void *buf, size_t n, uint64_t off);
 int kvio_fsync(int fd, const char *path); /* fdatasync */
-/* Starts writeback of [off, off + n) without waiting (sync_file_range WRITE): a later
- * kvio_fsync then has less to wait for. Durability still comes only from kvio_fsync. A file
- * system without the call is not an error (returns 0). */
-int kvio_start_writeback(int fd, const char *path, uint64_t off, uint64_t n);
 /* Incremental writeback of a file written front to back (a WAL segment, a table being built):
  * the writer reports each new end of data, and once KVIO_WRITEBACK_BYTES have piled up since
- * the last report that started writeback, writeback of them starts. Spreads the disk writes
- * over the time the file is written instead of leaving them all to the final fsync, which
- * would stall whoever waits for it (RocksDB's bytes_per_sync). */
+ * the last report that started writeback, writeback of them starts without waiting
+ * (sync_file_range WRITE). Spreads the disk writes over the time the file is written instead
+ * of leaving them all to the final fsync, which would stall whoever waits for it (RocksDB's
+ * bytes_per_sync). Durability still comes only from kvio_fsync; a file system without the
+ * call is not an error (returns 0). */
 #define KVIO_WRITEBACK_BYTES (1u << 20)
 typedef struct kvio_writeback {
     uint64_t from; /* writeback has been started for [0, from) */

@@ -727,12 +727,11 @@ static void test_worked_example(const char *dir)
     sst_props_free(&props);
     kv_buf_free(&k1);
     kv_buf_free(&k2);
-    uint8_t got[sizeof sst_example_v2 + 1];
-    int fd = open(p, O_RDONLY);
-    CHECK(fd >= 0);
-    CHECK(read(fd, got, sizeof got) == (ssize_t)sizeof sst_example_v2);
-    close(fd);
-    CHECK(memcmp(got, sst_example_v2, sizeof sst_example_v2) == 0);
+    uint8_t *got;
+    size_t got_len;
+    CHECK_OK(kvio_read_file(p, &got, &got_len));
+    CHECK(got_len == sizeof sst_example_v2 && memcmp(got, sst_example_v2, got_len) == 0);
+    free(got);
     check_example_reads(p);
 
     write_file(p, sst_example_v1, sizeof sst_example_v1);
