@@ -32,6 +32,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -797,8 +798,9 @@ int layout_punch(layout_fs *fs, kv_batch *b, layout_inode *in, uint64_t off, uin
     return rc;
 }
 
-/* Deletes, in batches, every key with the given prefix. */
-static int delete_prefix(layout_fs *fs, const uint8_t *pfx, size_t plen)
+/* Deletes, in batches, every key with the given prefix. -ECANCELED when *stop is set between
+ * batches (stop may be NULL). */
+static int delete_prefix(layout_fs *fs, const uint8_t *pfx, size_t plen, const atomic_int *stop)
 {
     kv_batch *b = kv_batch_new();
     kv_iter *it = NULL;
@@ -814,9 +816,11 @@ static int delete_prefix(layout_fs *fs, const uint8_t *pfx, size_t plen)
         if (rc == 0 && kv_batch_count(b) >= LAYOUT_DEL_BATCH) {
             rc = kv_write(fs->db, b, KV_WRITE_NOSYNC, NULL);
             kv_batch_clear(b);
+            if (rc < 0)
+                layout_kverr(rc, "purge");
+            else if (stop && atomic_load(stop))
+                rc = layout_error(-ECANCELED, "purge stopped");
         }
-        if (rc < 0)
-            layout_kverr(rc, "purge");
     }
     if (rc == 0 && kv_iter_status(it) < 0)
         rc = layout_kverr(kv_iter_status(it), "purge scan");
@@ -868,19 +872,33 @@ static int purge_small(layout_fs *fs, const layout_inode *in)
     return rc;
 }
 
-int layout_purge(layout_fs *fs, uint64_t ino)
+/* Whether the inode's keys are known without a scan (purge_small applies). */
+static int purge_is_quick(const layout_inode *in)
+{
+    return !(in->flags & LAYOUT_IF_XATTRS) && in->nlink == 0 &&
+           (!S_ISREG(in->mode) || in->size <= (uint64_t)LAYOUT_PURGE_FAST * LAYOUT_CHUNK);
+}
+
+int layout_purge_quick(layout_fs *fs, const layout_inode *in)
+{
+    if (!purge_is_quick(in))
+        return 0;
+    int rc = purge_small(fs, in);
+    return rc < 0 ? rc : 1;
+}
+
+int layout_purge(layout_fs *fs, uint64_t ino, const atomic_int *stop)
 {
     uint8_t pfx[9];
     layout_inode in;
     int have = layout_inode_get_any(fs, ino, &in) == 0;
-    if (have && !(in.flags & LAYOUT_IF_XATTRS) && in.nlink == 0 &&
-        (!S_ISREG(in.mode) || in.size <= (uint64_t)LAYOUT_PURGE_FAST * LAYOUT_CHUNK))
+    if (have && purge_is_quick(&in))
         return purge_small(fs, &in);
-    int rc = delete_prefix(fs, pfx, key_ino(pfx, 'C', ino));
+    int rc = delete_prefix(fs, pfx, key_ino(pfx, 'C', ino), stop);
     if (rc == 0)
-        rc = delete_prefix(fs, pfx, key_ino(pfx, 'X', ino));
+        rc = delete_prefix(fs, pfx, key_ino(pfx, 'X', ino), stop);
     if (rc == 0)
-        rc = delete_prefix(fs, pfx, key_ino(pfx, 'P', ino));
+        rc = delete_prefix(fs, pfx, key_ino(pfx, 'P', ino), stop);
     if (rc < 0)
         return rc;
     kv_batch *b = kv_batch_new();
@@ -895,11 +913,12 @@ int layout_purge(layout_fs *fs, uint64_t ino)
     return rc;
 }
 
-int layout_sweep_orphans(layout_fs *fs)
+int layout_list_orphans(layout_fs *fs, uint64_t **inos, size_t *n)
 {
     kv_iter *it = NULL;
-    uint64_t *inos = NULL;
-    size_t n = 0, cap = 0;
+    size_t cap = 0;
+    *inos = NULL;
+    *n = 0;
     int rc = prefix_iter(fs, NULL, "O", 1, &it);
     if (rc < 0)
         return rc;
@@ -908,37 +927,54 @@ int layout_sweep_orphans(layout_fs *fs)
         const uint8_t *k = kv_iter_key(it, &kl);
         if (kl != 9)
             continue;
-        if (n == cap) {
+        if (*n == cap) {
             size_t nc = cap ? cap * 2 : 64;
-            uint64_t *ni = realloc(inos, nc * sizeof(*ni));
+            uint64_t *ni = realloc(*inos, nc * sizeof(*ni));
             if (!ni) {
                 rc = layout_error(-ENOMEM, "out of memory");
                 break;
             }
-            inos = ni;
+            *inos = ni;
             cap = nc;
         }
-        inos[n++] = get_be64(k + 1);
+        (*inos)[(*n)++] = get_be64(k + 1);
     }
     if (rc == 0 && kv_iter_status(it) < 0)
         rc = layout_kverr(kv_iter_status(it), "scan orphans");
     kv_iter_free(it);
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        layout_inode in;
-        int g = layout_inode_get_any(fs, inos[i], &in);
-        if (g == 0 && in.nlink > 0) { /* a stale marker: the inode is linked again */
-            uint8_t key[LAYOUT_KEY_MAX];
-            g = kv_delete(fs->db, key, layout_key_orphan(key, inos[i]), KV_WRITE_NOSYNC);
-            rc = g < 0 ? layout_kverr(g, "drop orphan marker") : 0;
-            continue;
-        }
-        if (g < 0 && g != -ENOENT)
-            rc = g;
-        else
-            rc = layout_purge(fs, inos[i]);
+    if (rc < 0) {
+        free(*inos);
+        *inos = NULL;
+        *n = 0;
+    }
+    return rc;
+}
+
+int layout_orphan_settle(layout_fs *fs, uint64_t ino)
+{
+    layout_inode in;
+    int g = layout_inode_get_any(fs, ino, &in);
+    if (g == 0 && in.nlink > 0) { /* a stale marker: the inode is linked again */
+        uint8_t key[LAYOUT_KEY_MAX];
+        g = kv_delete(fs->db, key, layout_key_orphan(key, ino), KV_WRITE_NOSYNC);
+        return g < 0 ? layout_kverr(g, "drop orphan marker") : 1;
+    }
+    if (g == -ENOENT) /* keys without a record: only the scans find them */
+        return 0;
+    return g < 0 ? g : layout_purge_quick(fs, &in);
+}
+
+int layout_sweep_orphans(layout_fs *fs)
+{
+    uint64_t *inos;
+    size_t n, left = 0;
+    int rc = layout_list_orphans(fs, &inos, &n);
+    for (size_t i = 0; i < n && rc >= 0; i++) {
+        rc = layout_orphan_settle(fs, inos[i]);
+        left += rc == 0;
     }
     free(inos);
-    return rc < 0 ? rc : (int)n;
+    return rc < 0 ? rc : (int)left;
 }
 
 /* ------------------------------------------------------------------- key view ---- */

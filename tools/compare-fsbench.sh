@@ -19,8 +19,8 @@
 # pids are known; an EXIT trap always unmounts both (fusermount3 -u, then umount -l), stops
 # the daemons by pid and detaches the loop device.
 # Values: each phase's figure per filesystem is the median over the rounds; ratio = kvfs value
-# / passthrough value for rates; for dirrename (seconds, lower is better) the ratio printed is
-# passthrough seconds / kvfs seconds, so > 1 always means kvfs is faster.
+# / passthrough value for rates; for dirrename and bigunlink (seconds, lower is better) the
+# ratio printed is passthrough seconds / kvfs seconds, so > 1 always means kvfs is faster.
 set -uo pipefail
 
 ROUNDS=2
@@ -169,7 +169,7 @@ for p in phases:
     unit = runs["pt"][0][p][1]
     if unit == "seconds":
         ratio = pt / kv if kv > 0 else float("inf")
-        goal = "kvfs < 0.2 s: %s" % ("met" if kv < 0.2 else "MISSED")
+        goal = "kvfs < 0.2 s: %s" % ("met" if kv < 0.2 else "MISSED") if p == "dirrename" else ""
     else:
         ratio = kv / pt if pt > 0 else float("inf")
         if p in target:

@@ -18,13 +18,15 @@
  *   randwrite  OPS random 4 KiB-aligned 4 KiB overwrites in that file + one fsync   ops/s
  *   fsynccreate create+write 4 KiB+fsync+close of FILES files (default 1000)        files/s
  *   dirrename  rename of a directory holding FILES files (default 10000)            seconds
+ *   bigunlink  unlink of the sequential file, then create+write 4 KiB+fsync of a new
+ *              file: how long a small durable write waits behind a large delete     seconds
  *   fdatasync  the disk's own rate: 4 KiB appends each followed by fdatasync         ops/s
  *              (1000 by default; -r, when given, sets the count)
  *
  * Structure: the phases are the rows of fsb_phases, run in that order; a phase that needs the
- * small files (stat .. unlink need create) or the sequential file (seqread, randwrite need
- * seqwrite) is skipped when the phase making them did not run. Per-file loops run one step
- * function per file under fsb_timed.
+ * small files (stat .. unlink need create) or the sequential file (seqread, randwrite,
+ * bigunlink need seqwrite) is skipped when the phase making them did not run. Per-file loops run
+ * one step function per file under fsb_timed.
  *
  * Output: one line per phase: "<phase> <value> <unit> <details>" (one decimal; seconds: six);
  * scripts (tools/compare-fsbench.sh) read the first three fields. Every system call is
@@ -469,6 +471,20 @@ static void fsb_phase_dirrename(const fsb_opts *o)
     fsb_report("dirrename", el, "seconds", "rename of a directory of %ld files", o->dir_files);
 }
 
+static void fsb_phase_bigunlink(const fsb_opts *o)
+{
+    char p[4096], q[4096];
+    fsb_seq_path(p, sizeof(p));
+    fsb_path(q, sizeof(q), "%s/after-unlink", fsb_root);
+    double t0 = fsb_now();
+    if (unlink(p))
+        fsb_die("unlink %s (bigunlink needs seqwrite)", p);
+    fsb_create_file(q, FSB_PAGE, 1);
+    double el = fsb_now() - t0;
+    fsb_report("bigunlink", el, "seconds",
+               "unlink of the %ld MiB file, then create+write 4 KiB+fsync", o->seq_mib);
+}
+
 static void fsb_phase_fdatasync(const fsb_opts *o)
 {
     char p[4096];
@@ -509,6 +525,7 @@ static const fsb_phase fsb_phases[] = {
     {"randwrite", fsb_phase_randwrite, FSB_SEQ, 0},
     {"fsynccreate", fsb_phase_fsynccreate, 0, 0},
     {"dirrename", fsb_phase_dirrename, 0, 0},
+    {"bigunlink", fsb_phase_bigunlink, FSB_SEQ, 0},
     {"fdatasync", fsb_phase_fdatasync, 0, 0},
     {NULL, NULL, 0, 0},
 };
@@ -555,9 +572,9 @@ static void fsb_usage(FILE *f)
             "  -f FILES  fsync'd creates (1000)\n"
             "  -d FILES  files in the directory renamed by dirrename (10000)\n"
             "  -p LIST   phases to run: create stat read readdir rename unlink seqwrite\n"
-            "            seqread randwrite fsynccreate dirrename fdatasync\n"
+            "            seqread randwrite fsynccreate dirrename bigunlink fdatasync\n"
             "            (default: all but fdatasync; stat/read/readdir/rename need create,\n"
-            "            seqread/randwrite need seqwrite)\n"
+            "            seqread/randwrite/bigunlink need seqwrite)\n"
             "Works in DIR/fsbench.PID, removed at the end. Prints \"phase value unit details\".\n");
 }
 
