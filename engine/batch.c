@@ -126,7 +126,7 @@ static int batch_add(kv_batch *b, unsigned type, const void *key, size_t klen, c
         return kv_error(-ENOMEM, "batch: out of memory");
     }
     b->count++;
-    if (type == KV_TYPE_DELETE)
+    if (type == KV_TYPE_DELETE || type == KV_TYPE_RANGE_DELETE)
         b->ndeletes++;
     kv_enc32(b->rep.data + BATCH_COUNT_OFF, (uint32_t)b->count);
     return 0;
@@ -152,6 +152,16 @@ int kv_batch_delete(kv_batch *b, const void *key, size_t klen)
 {
     int rc = batch_check("delete", klen, 0);
     return rc ? rc : batch_add(b, KV_TYPE_DELETE, key, klen, NULL, 0, 0);
+}
+
+int kv_batch_delete_range(kv_batch *b, const void *lo, size_t lolen, const void *hi, size_t hilen)
+{
+    int rc = batch_check("range delete", lolen, 0);
+    if (rc == 0)
+        rc = batch_check("range delete", hilen, 0);
+    if (rc == 0 && kv_slice_cmp(kv_slice_of(lo, lolen), kv_slice_of(hi, hilen)) >= 0)
+        rc = kv_error(-EINVAL, "batch range delete: the low key is not below the high key");
+    return rc ? rc : batch_add(b, KV_TYPE_RANGE_DELETE, lo, lolen, hi, hilen, 0);
 }
 
 int batch_append(kv_batch *dst, const kv_batch *src)
@@ -186,7 +196,7 @@ static int batch_next_op(kv_reader *r, kv_slice rep, uint32_t i, batch_op *op)
     if (r->p >= r->end)
         return batch_malformed(r, rep, i, "truncated");
     op->type = *r->p++;
-    if (op->type > KV_TYPE_VALUE_TTL)
+    if (op->type > KV_TYPE_RANGE_DELETE)
         return batch_malformed(r, rep, i, "unknown type");
     if (kv_get_lenbytes(r, &op->key) != 0)
         return batch_malformed(r, rep, i, "truncated key");
@@ -197,6 +207,12 @@ static int batch_next_op(kv_reader *r, kv_slice rep, uint32_t i, batch_op *op)
         return 0;
     if (kv_get_lenbytes(r, &op->value) != 0)
         return batch_malformed(r, rep, i, "truncated value");
+    if (op->type == KV_TYPE_RANGE_DELETE) {
+        if (op->value.len == 0 || op->value.len > KV_MAX_KEY_BYTES ||
+            kv_slice_cmp(op->key, op->value) >= 0)
+            return batch_malformed(r, rep, i, "bad range");
+        return 0;
+    }
     size_t extra = op->type == KV_TYPE_VALUE_TTL ? 8 : 0;
     if (op->value.len < extra || op->value.len - extra > KV_MAX_VALUE_BYTES)
         return batch_malformed(r, rep, i, "bad value length");

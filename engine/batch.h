@@ -3,6 +3,7 @@
  *
  *   batch := seq:fixed64 | time_ms:fixed64 | count:fixed32 | op[count]
  *   op    := type:u8 | klen:varint | key | ( vlen:varint | stored_value )   (no value for DELETE)
+ *            (RANGE_DELETE: key = lo, stored_value = hi, lo < hi: drops.h)
  *
  * seq is the sequence of the first op; op i gets seq + i. time_ms is the commit time stamped by
  * the writer that logs the batch. stored_value is as in dbformat.h (a TTL value carries its
@@ -20,7 +21,7 @@
 struct kv_batch {
     kv_buf rep;      /* header + ops; the header is always present */
     size_t count;    /* == the count field */
-    size_t ndeletes; /* how many of the ops are deletions (statistics only) */
+    size_t ndeletes; /* how many of the ops are deletions, of keys or ranges (statistics) */
 };
 
 int batch_init(kv_batch *b); /* for batches embedded in other structs */

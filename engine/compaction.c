@@ -14,8 +14,13 @@
  *
  * Outputs to a level below opts.uncompressed_levels (build_opts_for) are stored uncompressed.
  *
+ * Range-deletion upkeep (vset_drop_upkeep): a table whose whole key span lies under a range
+ * deletion newer than all its entries is deleted without being read once no reader can see
+ * past that deletion; a range deletion retires once no table with older entries overlaps it.
+ *
  * Merging, for each user key newest to oldest (s = a version's seq, s' = the next newer
- * version's seq, infinity for the newest):
+ * version's seq, or the seq of the oldest range deletion of the input version (drops.h) that
+ * covers the key and is newer than s when that comes first; infinity for neither):
  *   keep      iff s' > floor_seq, or a snapshot p has s <= p < s'
  *   TTL       an expired value (expire_at <= expiry_floor_ms) is a DELETE at the same seq
  *   DELETE    DELETEs older than every kept value of their key (the oldest kept versions)
@@ -54,6 +59,8 @@ struct compaction {
     int manual;     /* from vset_compact_range: always rewrite, so retention rules run */
     file_set in[2]; /* in[0]: files of level; in[1]: files of level + 1 */
 };
+
+static int snap_between(const retention *r, uint64_t s, uint64_t newer);
 
 /* ------------------------------------------------------------------ file sets ---- */
 
@@ -308,6 +315,70 @@ void compaction_free(compaction *c)
     cmp_discard(c);
 }
 
+/* -------------------------------------------------------- range-deletion upkeep ---- */
+
+static int edit_deletes_file(const version_edit *e, int level, uint64_t number)
+{
+    for (size_t i = 0; i < e->ndeleted; i++)
+        if (e->deleted[i].level == level && e->deleted[i].number == number)
+            return 1;
+    return 0;
+}
+
+/* 1 if some table of v, other than those e deletes, holds entries older than seq and may
+ * hold a key of [lo, hi). */
+static int drop_still_hides(const version *v, const version_edit *e, const kv_drop *d)
+{
+    for (int l = 0; l < KV_MAX_LEVELS; l++)
+        for (size_t i = 0; i < v->nfiles[l]; i++) {
+            const file_meta *f = v->files[l][i];
+            if (f->min_seq < d->seq && kv_slice_cmp(f_lo(f), d->hi) < 0 &&
+                kv_slice_cmp(f_hi(f), d->lo) >= 0 && !edit_deletes_file(e, l, f->number))
+                return 1;
+        }
+    return 0;
+}
+
+int vset_drop_upkeep(vset *vs, const retention *r, version_edit *e)
+{
+    int rc = 0, changes = 0;
+    pthread_mutex_lock(&vs->mu);
+    const version *v = vs->current;
+    const drop_set *ds = v->drops;
+    for (int l = 0; l < KV_MAX_LEVELS && ds && rc == 0; l++)
+        for (size_t i = 0; i < v->nfiles[l] && rc == 0; i++) {
+            file_meta *f = v->files[l][i];
+            if (f->compacting)
+                continue;
+            uint64_t sd = drops_cover_span(ds, f_lo(f), f_hi(f), f->max_seq);
+            if (sd > r->floor_seq || snap_between(r, f->min_seq, sd))
+                continue; /* some reader may still see an entry of f */
+            rc = edit_delete_file(e, l, f->number);
+            if (rc == 0) {
+                f->compacting = 1;
+                changes++;
+            }
+        }
+    for (size_t k = 0; k < drops_count(ds) && rc == 0; k++) {
+        const kv_drop *d = drops_at(ds, k);
+        if (!drop_still_hides(v, e, d) && (rc = edit_delete_drop(e, d->seq)) == 0)
+            changes++;
+    }
+    pthread_mutex_unlock(&vs->mu);
+    return rc < 0 ? rc : changes;
+}
+
+void vset_drop_upkeep_done(vset *vs, const version_edit *e)
+{
+    pthread_mutex_lock(&vs->mu);
+    const version *v = vs->current;
+    for (int l = 0; l < KV_MAX_LEVELS; l++)
+        for (size_t i = 0; i < v->nfiles[l]; i++)
+            if (edit_deletes_file(e, l, v->files[l][i]->number))
+                v->files[l][i]->compacting = 0;
+    pthread_mutex_unlock(&vs->mu);
+}
+
 /* ------------------------------------------------------------------- outputs ---- */
 
 typedef struct cmp_output {
@@ -545,6 +616,9 @@ static int job_entry(cmp_job *j, const kv_parsed_key *pk, kv_slice value)
     uint64_t s = pk->seq, newer = j->newer;
     unsigned type = pk->type;
     j->newer = s;
+    uint64_t dropped_at = drops_next_above(j->c->v->drops, pk->user_key, s);
+    if (dropped_at < newer)
+        newer = dropped_at; /* a range deletion is the next newer version */
     if (!(newer > j->r->floor_seq || snap_between(j->r, s, newer)))
         return 0; /* no reader can see it */
     if (type == KV_TYPE_VALUE_TTL) {

@@ -45,6 +45,9 @@
 #include "kvio.h"
 
 #define DB_MAX_GROUP_BYTES (1u << 20)
+/* While range deletions wait in the version for the history floor to pass them, the
+ * compaction thread looks again this often. */
+#define DB_DROP_UPKEEP_US 1000000u
 #define DB_SMALL_BATCH_BYTES (128u << 10)
 
 static void *db_flush_main(void *arg);
@@ -169,12 +172,38 @@ typedef struct replay_ctx {
     uint64_t max_seq;
 } replay_ctx;
 
+/* One decoded batch op into m: a range deletion goes to m's list, the rest to the skiplist. */
+static int db_mem_apply(memtable *m, uint64_t seq, unsigned type, kv_slice key, kv_slice val)
+{
+    if (type == KV_TYPE_RANGE_DELETE)
+        return mem_add_drop(m, seq, key, val);
+    return mem_add(m, seq, type, key, val);
+}
+
 static int db_replay_op(void *arg, uint64_t seq, unsigned type, kv_slice key, kv_slice val)
 {
     replay_ctx *ctx = arg;
     if (seq > ctx->max_seq)
         ctx->max_seq = seq;
-    return mem_add(ctx->mem, seq, type, key, val);
+    return db_mem_apply(ctx->mem, seq, type, key, val);
+}
+
+/* Rebuilds db->drops from the current version and the memtables (mu held). Drops already in
+ * the version and still in imm (a flush just installed) appear once (drops_make). */
+static int db_refresh_drops(kv_db *db)
+{
+    version *v = vset_current(db->vs);
+    drop_set *with_mem = NULL, *all = NULL;
+    int rc = drops_merge(v->drops, mem_drops(db->mem), NULL, 0, &with_mem);
+    if (rc == 0)
+        rc = drops_merge(with_mem, db->imm ? mem_drops(db->imm) : NULL, NULL, 0, &all);
+    version_unref(v);
+    drops_unref(with_mem);
+    if (rc)
+        return kv_error(-ENOMEM, "out of memory tracking range deletions");
+    drops_unref(db->drops);
+    db->drops = all;
+    return 0;
 }
 
 /* Replays one segment into db->mem. *stop is set when replay must not continue into later
@@ -339,6 +368,11 @@ static int db_write_level0(kv_db *db, memtable *mem, uint64_t log_number)
         if (rc)
             goto out;
     }
+    rc = edit_add_drops(&e, mem_drops(mem));
+    if (rc) {
+        rc = kv_error(rc, "out of memory flushing the memtable");
+        goto out;
+    }
     edit_set_log_number(&e, log_number);
     /* Only what the tables now hold: later writes live in WAL segments >= log_number and are
      * replayed with their own sequences. */
@@ -476,6 +510,7 @@ static void db_free(kv_db *db)
         mem_unref(db->mem);
     if (db->imm)
         mem_unref(db->imm);
+    drops_unref(db->drops);
     if (db->vs)
         vset_close(db->vs);
     if (db->block_cache)
@@ -582,6 +617,11 @@ int kv_open(const char *dir, const kv_options *opt, kv_db **out)
     rc = db_recover(db);
     if (rc == 0)
         rc = db_settle_history(db);
+    if (rc == 0) {
+        pthread_mutex_lock(&db->mu);
+        rc = db_refresh_drops(db);
+        pthread_mutex_unlock(&db->mu);
+    }
     if (rc)
         goto fail;
     if (!db->opts.read_only) {
@@ -728,9 +768,19 @@ static int db_make_room(kv_db *db, int force)
     }
 }
 
+/* The leader's insert of one op into db->mem. A range deletion joins db->drops under mu
+ * before the batch's sequence is published, so every read at or after it sees the drop. */
 static int db_insert_op(void *arg, uint64_t seq, unsigned type, kv_slice key, kv_slice val)
 {
-    return mem_add((memtable *)arg, seq, type, key, val);
+    kv_db *db = arg;
+    if (type != KV_TYPE_RANGE_DELETE)
+        return mem_add(db->mem, seq, type, key, val);
+    pthread_mutex_lock(&db->mu);
+    int rc = mem_add_drop(db->mem, seq, key, val);
+    if (rc == 0)
+        rc = db_refresh_drops(db);
+    pthread_mutex_unlock(&db->mu);
+    return rc;
 }
 
 /* Builds the group led by leader into db->group (mu held). Returns the last member. */
@@ -781,7 +831,7 @@ static int db_commit_group(kv_db *db, int sync, uint64_t first_seq, uint64_t tim
         atomic_fetch_add_explicit(&db->st_wal_syncs, 1, memory_order_relaxed);
     }
     if (db->group.count > 0)
-        rc = batch_decode(kv_buf_slice(&db->group.rep), db_insert_op, db->mem, NULL, NULL, NULL);
+        rc = batch_decode(kv_buf_slice(&db->group.rep), db_insert_op, db, NULL, NULL, NULL);
     return rc;
 }
 
@@ -791,6 +841,17 @@ static size_t db_queue_length(const kv_db *db)
     for (const db_writer *m = db->queue_head; m; m = m->next)
         n++;
     return n;
+}
+
+/* pthread_cond_timedwait for at most us microseconds; returns its result. */
+static int db_cond_wait_us(pthread_cond_t *cv, pthread_mutex_t *mu, uint64_t us)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ns = (uint64_t)ts.tv_nsec + us * 1000u;
+    ts.tv_sec += (time_t)(ns / 1000000000u);
+    ts.tv_nsec = (long)(ns % 1000000000u);
+    return pthread_cond_timedwait(cv, mu, &ts);
 }
 
 /* A sync leader that finds fewer writers queued than joined the previous sync group waits a
@@ -803,15 +864,10 @@ static void db_gather_sync_group(kv_db *db)
     if (db_queue_length(db) >= db->last_sync_group)
         return;
     uint64_t wait_us = KV_MIN(db->fsync_us_avg, (uint64_t)DB_GATHER_MAX_US);
-    uint64_t deadline = kv_mono_us() + wait_us;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t ns = (uint64_t)ts.tv_nsec + wait_us * 1000u;
-    ts.tv_sec += (time_t)(ns / 1000000000u);
-    ts.tv_nsec = (long)(ns % 1000000000u);
+    uint64_t deadline = kv_mono_us() + wait_us, now;
     db->gathering = 1;
-    while (db_queue_length(db) < db->last_sync_group && kv_mono_us() < deadline) {
-        if (pthread_cond_timedwait(&db->gather_cv, &db->mu, &ts) != 0)
+    while (db_queue_length(db) < db->last_sync_group && (now = kv_mono_us()) < deadline) {
+        if (db_cond_wait_us(&db->gather_cv, &db->mu, deadline - now) != 0)
             break;
     }
     db->gathering = 0;
@@ -1027,6 +1083,8 @@ int db_readview_acquire(kv_db *db, const kv_readopts *ro, db_readview *rv)
     if (rv->imm)
         mem_ref(rv->imm);
     rv->v = vset_current(db->vs);
+    rv->drops = db->drops;
+    drops_ref(rv->drops);
     pthread_mutex_unlock(&db->mu);
     rv->seq = seq;
     rv->time_ms = time_ms;
@@ -1039,6 +1097,7 @@ void db_readview_release(db_readview *rv)
     if (rv->imm)
         mem_unref(rv->imm);
     version_unref(rv->v);
+    drops_unref(rv->drops);
 }
 
 int kv_get(kv_db *db, const kv_readopts *ro, const void *key, size_t klen, void **val, size_t *vlen,
@@ -1071,6 +1130,8 @@ int kv_get(kv_db *db, const kv_readopts *ro, const void *key, size_t klen, void 
         rc = found;
         goto out;
     }
+    if (found && rv.drops && drops_next_above(rv.drops, ukey, seq) <= rv.seq)
+        found = 0; /* a range deletion newer than this version hides it */
     uint64_t expire_at = 0;
     kv_slice user_val;
     if (!found || type == KV_TYPE_DELETE) {
@@ -1198,6 +1259,8 @@ static void *db_flush_main(void *arg)
         } else {
             db->imm = NULL;
             mem_unref(imm);
+            if ((rc = db_refresh_drops(db)) != 0) /* imm's drops are the version's now */
+                db_set_bg_error(db, rc);
             db->flush_count++;
             atomic_fetch_add_explicit(&db->st_flushes, 1, memory_order_relaxed);
             db_delete_old_wals(db, log_number);
@@ -1237,14 +1300,58 @@ static int db_run_compaction(kv_db *db, compaction *c)
     return rc;
 }
 
+/* Range-deletion upkeep (vset_drop_upkeep), by one thread at a time (mu held; released
+ * during the work). Returns 1 while range deletions remain in the version: they wait for
+ * the history floor to pass them, so the caller comes back on a timer. */
+static int db_drop_upkeep(kv_db *db)
+{
+    version *v = vset_current(db->vs);
+    int pending = v->drops != NULL;
+    version_unref(v);
+    if (!pending || db->drop_upkeep_running || db->sticky_error)
+        return pending;
+    retention r;
+    int rc = db_retention(db, &r);
+    if (rc) {
+        db_set_bg_error(db, rc);
+        return pending;
+    }
+    db->drop_upkeep_running = 1;
+    pthread_mutex_unlock(&db->mu);
+    version_edit e;
+    edit_init(&e);
+    rc = vset_drop_upkeep(db->vs, &r, &e);
+    if (rc > 0)
+        rc = vset_log_and_apply(db->vs, &e);
+    vset_drop_upkeep_done(db->vs, &e);
+    edit_free(&e);
+    free((void *)r.snap_seqs);
+    pthread_mutex_lock(&db->mu);
+    db->drop_upkeep_running = 0;
+    if (rc == 0)
+        rc = db_refresh_drops(db);
+    if (rc < 0)
+        db_set_bg_error(db, rc);
+    v = vset_current(db->vs);
+    pending = v->drops != NULL;
+    version_unref(v);
+    return pending;
+}
+
 static void *db_compact_main(void *arg)
 {
     kv_db *db = arg;
     pthread_mutex_lock(&db->mu);
     while (!db->shutting_down) {
+        int drops_pending = db_drop_upkeep(db); /* may release mu */
+        if (db->shutting_down)
+            break;
         compaction *c = db->sticky_error ? NULL : vset_pick_compaction(db->vs);
         if (!c) {
-            pthread_cond_wait(&db->bg_cv, &db->mu);
+            if (drops_pending)
+                db_cond_wait_us(&db->bg_cv, &db->mu, DB_DROP_UPKEEP_US);
+            else
+                pthread_cond_wait(&db->bg_cv, &db->mu);
             continue;
         }
         db->bg_compactions++;

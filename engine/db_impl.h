@@ -66,6 +66,7 @@ struct kv_db {
     pthread_cond_t done_cv;             /* background progress (a flush or compaction finished) */
     memtable *mem;                      /* (mu) written by the leader only */
     memtable *imm;                      /* (mu) being flushed, or NULL */
+    drop_set *drops;                    /* (mu) live range deletions: version, imm, mem */
     uint64_t mem_first_wal;             /* (mu) first WAL segment holding mem's writes */
     log_writer *wal;                    /* (mu to swap; leader to write) */
     uint64_t wal_number;                /* (mu) */
@@ -86,6 +87,7 @@ struct kv_db {
     char sticky_msg[512];         /* (mu) what failed, for later refusals */
     int shutting_down;            /* (mu) */
     int bg_compactions;           /* (mu) compactions running */
+    int drop_upkeep_running;      /* (mu) a thread is in db_drop_upkeep */
     uint64_t flush_count;         /* (mu) flushes completed */
     pthread_t flush_thread;
     pthread_t *compact_threads;
@@ -105,6 +107,7 @@ struct kv_db {
 typedef struct db_readview {
     memtable *mem, *imm;
     version *v;
+    drop_set *drops; /* the live range deletions when the view was taken */
     uint64_t seq;
     uint64_t time_ms;
 } db_readview;

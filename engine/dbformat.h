@@ -13,6 +13,7 @@
  *   KV_TYPE_DELETE     value empty
  *   KV_TYPE_VALUE      value = user value
  *   KV_TYPE_VALUE_TTL  value = expire_at_ms:fixed64 | user value
+ * KV_TYPE_RANGE_DELETE is a batch op only (drops.h): memtables and tables never hold it.
  * DO NOT CHANGE THESE ENUM VALUES: they are embedded in the on-disk data.
  */
 #ifndef KV_DBFORMAT_H
@@ -24,7 +25,8 @@ enum kv_type {
     KV_TYPE_DELETE = 0,
     KV_TYPE_VALUE = 1,
     KV_TYPE_VALUE_TTL = 2,
-    KV_TYPE_SEEK = 0xFF, /* only in seek keys, never stored */
+    KV_TYPE_RANGE_DELETE = 3, /* only in write batches (key = lo, value = hi: drops.h) */
+    KV_TYPE_SEEK = 0xFF,      /* only in seek keys, never stored */
 };
 
 #define KV_TAG_BYTES 8

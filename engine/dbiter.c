@@ -1,8 +1,8 @@
 /*
  * dbiter.c -- user iterators: turn the merged stream of internal entries (memtables and every
  * table, all versions of every key) into the user's view at one sequence: for each user key the
- * newest version at or below the read sequence, skipped when it is a deletion or expired at the
- * read time, clipped to [lower, upper).
+ * newest version at or below the read sequence, skipped when it is a deletion, lies under a
+ * newer range deletion (drops.h) or is expired at the read time, clipped to [lower, upper).
  *
  * Moving forward, the iterator stands on the entry it shows and key()/value() point into the
  * internal iterator. Moving backward (LevelDB's DBIter scheme) it walks past all versions of a
@@ -95,13 +95,16 @@ static void dbiter_fail(kv_iter *it, int rc)
         it->status = rc;
 }
 
-/* Is the entry (type, stored value) a live value at the read time? Fills cur_value/expire. */
-static int dbiter_live(kv_iter *it, unsigned type, kv_slice stored, kv_slice *user_val,
+/* Is the entry (pk, stored value) a live value at the read time: not a deletion, not under
+ * a newer range deletion, not expired? Fills user_val/expire. */
+static int dbiter_live(kv_iter *it, const kv_parsed_key *pk, kv_slice stored, kv_slice *user_val,
                        uint64_t *expire)
 {
-    if (type == KV_TYPE_DELETE)
+    if (pk->type == KV_TYPE_DELETE)
         return 0;
-    if (kv_value_decode(type, stored, expire, user_val) != 0) {
+    if (it->rv.drops && drops_next_above(it->rv.drops, pk->user_key, pk->seq) <= it->rv.seq)
+        return 0;
+    if (kv_value_decode(pk->type, stored, expire, user_val) != 0) {
         dbiter_fail(it, kv_error(-EUCLEAN, "%s: malformed TTL value", it->db->dir));
         return 0;
     }
@@ -137,7 +140,7 @@ static void dbiter_find_next(kv_iter *it, int skipping)
             return;
         kv_slice val;
         uint64_t expire;
-        int live = dbiter_live(it, pk.type, iter_value(it->in), &val, &expire);
+        int live = dbiter_live(it, &pk, iter_value(it->in), &val, &expire);
         if (it->status)
             return;
         if (!live) {
@@ -179,7 +182,7 @@ static void dbiter_find_prev(kv_iter *it)
             break;
         kv_slice val;
         uint64_t expire;
-        int live = dbiter_live(it, pk.type, iter_value(it->in), &val, &expire);
+        int live = dbiter_live(it, &pk, iter_value(it->in), &val, &expire);
         if (it->status)
             return;
         if (live) {

@@ -245,6 +245,35 @@ static int db_history_append(kv_db *db, kv_version **list, size_t *n, size_t *ca
     return 0;
 }
 
+static int u64_desc(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* The seqs (<= max_seq, newest first) of the range deletions whose range holds key. OUT:
+ * *seqs (malloc'd, may be NULL when *n is 0). */
+static int db_history_drops(const drop_set *ds, kv_slice key, uint64_t max_seq, uint64_t **seqs,
+                            size_t *n)
+{
+    *seqs = NULL;
+    *n = 0;
+    size_t total = drops_count(ds);
+    if (total == 0)
+        return 0;
+    uint64_t *out = malloc(total * sizeof *out);
+    if (!out)
+        return kv_error(-ENOMEM, "out of memory listing history");
+    for (size_t i = 0; i < total; i++) {
+        const kv_drop *d = drops_at(ds, i);
+        if (d->seq <= max_seq && kv_slice_cmp(d->lo, key) <= 0 && kv_slice_cmp(key, d->hi) < 0)
+            out[(*n)++] = d->seq;
+    }
+    qsort(out, *n, sizeof *out, u64_desc);
+    *seqs = out;
+    return 0;
+}
+
 int kv_history(kv_db *db, const void *key, size_t klen, kv_version **list, size_t *n)
 {
     kv_error_clear();
@@ -268,7 +297,8 @@ int kv_history(kv_db *db, const void *key, size_t klen, kv_version **list, size_
         return rc;
     }
     iter **children = malloc(4 * sizeof *children);
-    size_t nchildren = 0, cap = 4, listcap = 0;
+    size_t nchildren = 0, cap = 4, listcap = 0, ndseqs = 0;
+    uint64_t *dseqs = NULL;
     iter *merged = NULL;
     kv_buf seek = {0};
     if (!children) {
@@ -290,7 +320,11 @@ int kv_history(kv_db *db, const void *key, size_t klen, kv_version **list, size_
         rc = kv_error(-ENOMEM, "out of memory listing history");
         goto out;
     }
+    rc = db_history_drops(rv.drops, kv_slice_of(key, klen), rv.seq, &dseqs, &ndseqs);
+    if (rc)
+        goto out;
     uint64_t newer = 0;
+    size_t di = 0;
     for (iter_seek(merged, kv_buf_slice(&seek)); iter_valid(merged); iter_next(merged)) {
         kv_parsed_key pk;
         if (ikey_parse(iter_key(merged), &pk) != 0) {
@@ -301,6 +335,14 @@ int kv_history(kv_db *db, const void *key, size_t klen, kv_version **list, size_
             break;
         if (pk.seq > rv.seq)
             continue;
+        /* range deletions newer than this version are deletions of the key */
+        for (; di < ndseqs && dseqs[di] > pk.seq; di++) {
+            kv_parsed_key dk = {pk.user_key, dseqs[di], KV_TYPE_DELETE};
+            if (db_version_retained(&r, dk.seq, newer) &&
+                (rc = db_history_append(db, list, n, &listcap, &dk, kv_slice_of(NULL, 0))) != 0)
+                goto out;
+            newer = dk.seq;
+        }
         if (db_version_retained(&r, pk.seq, newer)) {
             rc = db_history_append(db, list, n, &listcap, &pk, iter_value(merged));
             if (rc)
@@ -317,6 +359,7 @@ out:
     }
     iter_destroy(merged);
     kv_buf_free(&seek);
+    free(dseqs);
     free((void *)r.snap_seqs);
     db_readview_release(&rv);
     return rc;

@@ -117,6 +117,11 @@ int kv_batch_put(kv_batch *b, const void *key, size_t klen, const void *val, siz
 int kv_batch_put_ttl(kv_batch *b, const void *key, size_t klen, const void *val, size_t vlen,
                      uint64_t expire_at_ms);
 int kv_batch_delete(kv_batch *b, const void *key, size_t klen);
+/* Deletes every key k with lo <= k < hi (bytewise) as of this op's sequence number: reads at
+ * it or later see none of them, snapshots and history reads from before still do. One
+ * record whatever the range holds; compaction removes the covered versions once no reader
+ * can see them (whole tables without reading them). -EINVAL unless lo < hi. */
+int kv_batch_delete_range(kv_batch *b, const void *lo, size_t lolen, const void *hi, size_t hilen);
 size_t kv_batch_count(const kv_batch *b);
 size_t kv_batch_bytes(const kv_batch *b);
 

@@ -52,8 +52,11 @@
  *    8   TIME_SAMPLE      sec:varint max_seq:varint
  *    9   COMPACT_POINTER  level:varint key:lenbytes
  *   10   HISTORY_MS       ms:varint  (the store's history-retention window)
+ *   11   DROP_ADD         seq:varint lo:lenbytes hi:lenbytes  (a range deletion, drops.h)
+ *   12   DROP_DEL         seq:varint  (that range deletion retires)
  *
- * lenbytes := len:varint bytes[len]. Keys are internal keys (dbformat.h).
+ * lenbytes := len:varint bytes[len]. Keys are internal keys (dbformat.h), except the user
+ * keys of DROP_ADD.
  * DO NOT CHANGE THESE ENUM VALUES: they are embedded in every MANIFEST. Never reuse a retired
  * tag; 0 is never valid.
  */
@@ -68,6 +71,8 @@ enum mf_tag {
     MF_TIME_SAMPLE = 8,
     MF_COMPACT_POINTER = 9,
     MF_HISTORY_MS = 10,
+    MF_DROP_ADD = 11,
+    MF_DROP_DEL = 12,
 };
 
 /* ---------------------------------------------------------------------- edits ---- */
@@ -90,6 +95,8 @@ void edit_free(version_edit *e)
         free(e->snap_del[i]);
     free(e->snap_del);
     free(e->samples);
+    drops_unref(e->drop_add);
+    free(e->drop_del);
     memset(e, 0, sizeof *e);
 }
 
@@ -217,6 +224,35 @@ int edit_add_sample(version_edit *e, uint64_t sec, uint64_t max_seq)
     return 0;
 }
 
+int edit_add_drop(version_edit *e, uint64_t seq, kv_slice lo, kv_slice hi)
+{
+    kv_drop d = {seq, lo, hi};
+    drop_set *next;
+    if (drops_make(e->drop_add, &d, 1, NULL, 0, &next))
+        return -ENOMEM;
+    drops_unref(e->drop_add);
+    e->drop_add = next;
+    return 0;
+}
+
+int edit_add_drops(version_edit *e, const drop_set *set)
+{
+    drop_set *next;
+    if (drops_merge(e->drop_add, set, NULL, 0, &next))
+        return -ENOMEM;
+    drops_unref(e->drop_add);
+    e->drop_add = next;
+    return 0;
+}
+
+int edit_delete_drop(version_edit *e, uint64_t seq)
+{
+    if (grow((void **)&e->drop_del, e->ndrop_del, &e->capdrop_del, sizeof *e->drop_del))
+        return -ENOMEM;
+    e->drop_del[e->ndrop_del++] = seq;
+    return 0;
+}
+
 /* ------------------------------------------------------------------- encoding ---- */
 
 static int put_u(kv_buf *b, enum mf_tag tag, uint64_t v)
@@ -252,6 +288,20 @@ static int put_sample(kv_buf *b, timemap_sample s)
 {
     int rc = put_u(b, MF_TIME_SAMPLE, s.sec);
     return rc ? rc : kv_buf_put_varint(b, s.max_seq);
+}
+
+static int put_drops(kv_buf *b, const drop_set *set)
+{
+    int rc = 0;
+    for (size_t i = 0; i < drops_count(set) && rc == 0; i++) {
+        const kv_drop *d = drops_at(set, i);
+        rc = put_u(b, MF_DROP_ADD, d->seq);
+        if (rc == 0)
+            rc = kv_buf_put_lenbytes(b, d->lo.data, d->lo.len);
+        if (rc == 0)
+            rc = kv_buf_put_lenbytes(b, d->hi.data, d->hi.len);
+    }
+    return rc;
 }
 
 static int put_compact_pointers(kv_buf *b, const vset *vs)
@@ -295,6 +345,10 @@ static int mf_put_edit(kv_buf *b, const vset *vs, const version_edit *e)
         rc = put_snapshot(b, &e->snap_add[i]);
     for (size_t i = 0; i < e->nsamples && rc == 0; i++)
         rc = put_sample(b, e->samples[i]);
+    for (size_t i = 0; i < e->ndrop_del && rc == 0; i++)
+        rc = put_u(b, MF_DROP_DEL, e->drop_del[i]);
+    if (rc == 0)
+        rc = put_drops(b, e->drop_add);
     if (rc == 0 && e->ndeleted)
         rc = put_compact_pointers(b, vs);
     return rc;
@@ -317,6 +371,8 @@ static int mf_put_full_state(kv_buf *b, const vset *vs)
         rc = put_snapshot(b, &vs->snaps[i]);
     for (size_t i = 0; i < vs->npersisted_samples && rc == 0; i++)
         rc = put_sample(b, vs->samples[i]);
+    if (rc == 0)
+        rc = put_drops(b, vs->current->drops);
     return rc ? rc : put_compact_pointers(b, vs);
 }
 
@@ -418,6 +474,18 @@ static int decode_field(kv_reader *r, uint64_t tag, version_edit *e, kv_buf *cpt
             return -EUCLEAN;
         edit_set_history_ms(e, v[0]);
         return 0;
+    case MF_DROP_ADD: {
+        kv_slice lo, hi;
+        if (get_uvars(r, v, 1) || v[0] == 0 || v[0] > KV_MAX_SEQ || kv_get_lenbytes(r, &lo) ||
+            kv_get_lenbytes(r, &hi) || lo.len == 0 || lo.len > KV_MAX_KEY_BYTES ||
+            hi.len > KV_MAX_KEY_BYTES || kv_slice_cmp(lo, hi) >= 0)
+            return -EUCLEAN;
+        return edit_add_drop(e, v[0], lo, hi);
+    }
+    case MF_DROP_DEL:
+        if (get_uvars(r, v, 1))
+            return -EUCLEAN;
+        return edit_delete_drop(e, v[0]);
     case MF_COMPACT_POINTER:
         if (get_level(r, &level) || kv_get_lenbytes(r, &s) || s.len < KV_TAG_BYTES)
             return -EUCLEAN;

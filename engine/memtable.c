@@ -51,6 +51,7 @@ struct memtable {
     _Atomic size_t m_entries;
     _Atomic uint64_t m_min_seq; /* 0 while empty */
     _Atomic uint64_t m_max_seq;
+    drop_set *m_drops; /* its range deletions (drops.h): writer, then the flush, only */
 };
 
 /* A key to search for, in decoded form: no buffer is ever built for a seek. */
@@ -201,6 +202,7 @@ void mem_unref(memtable *m)
     if (!m || atomic_fetch_sub_explicit(&m->m_refs, 1, memory_order_acq_rel) != 1)
         return;
     arena_destroy(&m->m_arena);
+    drops_unref(m->m_drops);
     free(m);
 }
 
@@ -273,6 +275,25 @@ int mem_add(memtable *m, uint64_t seq, unsigned type, kv_slice ukey, kv_slice st
     }
     mem_note_seq(m, seq);
     return 0;
+}
+
+int mem_add_drop(memtable *m, uint64_t seq, kv_slice lo, kv_slice hi)
+{
+    if (seq == 0 || seq > KV_MAX_SEQ)
+        return kv_error(-EINVAL, "memtable: bad range deletion seq %llu", (unsigned long long)seq);
+    kv_drop d = {seq, lo, hi};
+    drop_set *next;
+    if (drops_make(m->m_drops, &d, 1, NULL, 0, &next) != 0)
+        return kv_error(-ENOMEM, "memtable: out of memory for a range deletion");
+    drops_unref(m->m_drops);
+    m->m_drops = next;
+    mem_note_seq(m, seq);
+    return 0;
+}
+
+const drop_set *mem_drops(const memtable *m)
+{
+    return m->m_drops;
 }
 
 /* ------------------------------------------------------------------ reads ---- */

@@ -9,6 +9,7 @@
 #ifndef KV_MEMTABLE_H
 #define KV_MEMTABLE_H
 
+#include "drops.h"
 #include "iter.h"
 #include "util.h"
 
@@ -20,6 +21,12 @@ void mem_unref(memtable *m);
 
 /* Inserts (ukey, seq, type) -> stored_value. The (ukey, seq) pair must be new. -ENOMEM. */
 int mem_add(memtable *m, uint64_t seq, unsigned type, kv_slice ukey, kv_slice stored_value);
+
+/* Records the range deletion [lo, hi) at seq (drops.h) for the flush to persist; it counts
+ * as an entry. Readers do not look here: they use the db's live set. -ENOMEM. */
+int mem_add_drop(memtable *m, uint64_t seq, kv_slice lo, kv_slice hi);
+/* Its range deletions (NULL: none); stable once the memtable is immutable. */
+const drop_set *mem_drops(const memtable *m);
 
 /* Finds the newest entry of ukey with seq <= max_seq. Returns 1 and fills the outputs (the
  * value points into the memtable, valid while the caller holds a reference), 0 if none. */

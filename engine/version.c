@@ -138,6 +138,7 @@ void version_unref(version *v)
             file_unref(v->files[l][i]);
         free(v->files[l]);
     }
+    drops_unref(v->drops);
     free(v);
 }
 
@@ -263,6 +264,21 @@ static int level_build(vset *vs, version *nv, const version *base, const version
 
 /* OUT: *out = base + e (a new version, refcount 1). -EINVAL (with a message) if the edit does
  * not fit base; base is never changed. */
+/* The range deletions of the version after e: base's, less e's retired ones (each must be
+ * there), plus e's new ones. */
+static int drops_build(const drop_set *base, const version_edit *e, drop_set **out)
+{
+    for (size_t i = 0; i < e->ndrop_del; i++) {
+        int known = 0;
+        for (size_t j = 0; j < drops_count(base) && !known; j++)
+            known = drops_at(base, j)->seq == e->drop_del[i];
+        if (!known)
+            return kv_error(-EINVAL, "retired range deletion at seq %llu is not in the version",
+                            (unsigned long long)e->drop_del[i]);
+    }
+    return drops_merge(base, e->drop_add, e->drop_del, e->ndrop_del, out);
+}
+
 int vset_version_build(vset *vs, const version *base, const version_edit *e, version **out)
 {
     int rc = 0;
@@ -285,6 +301,8 @@ int vset_version_build(vset *vs, const version *base, const version_edit *e, ver
             rc = kv_error(-EINVAL, "deleted file %06llu is not in level %d",
                           (unsigned long long)e->deleted[i].number, e->deleted[i].level);
     }
+    if (rc == 0)
+        rc = drops_build(base ? base->drops : NULL, e, &nv->drops);
 out:
     free(found);
     if (rc) {

@@ -18,6 +18,11 @@
  *      (file_meta refcount), never before.
  *  (5) Named snapshots and time-map samples change only through edits, so they are exactly as
  *      durable as the MANIFEST.
+ *  (6) A version's range deletions (drops.h) are those whose memtables were flushed and that
+ *      have not retired; one retires only when no table of the version with entries older
+ *      than it overlaps its range, so a key it hides can never show again. Compaction decides
+ *      from the drops of the version it read, never from unflushed ones (a crash could lose
+ *      those, and with them the right to drop anything).
  *
  * Locking: vset->mu protects current, the compacting flags, snapshots and the timemap;
  * apply_mu serialises edits and owns the manifest writer, so vs->mu is not held while an edit
@@ -32,6 +37,7 @@
 #include <stdatomic.h>
 
 #include "cache.h"
+#include "drops.h"
 #include "iter.h"
 #include "kv.h"
 #include "log.h"
@@ -66,6 +72,7 @@ typedef struct version {
     size_t l0_depth; /* the most L0 files whose user-key ranges hold one key: what a read may
                         have to look at in L0, and what the L0 triggers below count (one
                         flush can write several tables side by side) */
+    drop_set *drops; /* range deletions recorded in the MANIFEST (drops.h); NULL: none */
     atomic_int refs;
     struct vset *vs;
 } version;
@@ -104,6 +111,9 @@ typedef struct version_edit {
     size_t nsnap_del, capsnap_del;
     timemap_sample *samples; /* appended to the time map */
     size_t nsamples, capsamples;
+    drop_set *drop_add; /* range deletions that join the version (NULL: none) */
+    uint64_t *drop_del; /* seqs of range deletions that retire */
+    size_t ndrop_del, capdrop_del;
 } version_edit;
 
 void edit_init(version_edit *e);
@@ -120,6 +130,10 @@ int edit_move_file(version_edit *e, int from_level, int to_level, file_meta *f);
 int edit_add_snapshot(version_edit *e, const char *name, uint64_t seq, uint64_t time_ms);
 int edit_delete_snapshot(version_edit *e, const char *name);
 int edit_add_sample(version_edit *e, uint64_t sec, uint64_t max_seq);
+/* Adds the range deletions of set (copied; NULL adds nothing). */
+int edit_add_drops(version_edit *e, const drop_set *set);
+int edit_add_drop(version_edit *e, uint64_t seq, kv_slice lo, kv_slice hi);
+int edit_delete_drop(version_edit *e, uint64_t seq);
 
 typedef struct vset {
     char *dir;
@@ -236,6 +250,16 @@ int compaction_run(compaction *c, const retention *r, version_edit *e, uint64_t 
 int compaction_level(const compaction *c); /* input level */
 /* Clears the compacting marks and frees c. */
 void compaction_free(compaction *c);
+
+/* Range-deletion upkeep of the current version (drops.h): adds to e the deletion of every
+ * table lying wholly under a range deletion that is newer than all of its entries, when no
+ * reader can see past it (its seq <= r->floor_seq, no snapshot from the table's oldest entry
+ * up to it), and the retirement of every range deletion that no table with older entries
+ * overlaps. Tables it deletes are marked compacting until vset_drop_upkeep_done. Returns
+ * the number of changes in e (0: nothing to do) or <0. */
+int vset_drop_upkeep(vset *vs, const retention *r, version_edit *e);
+/* Clears the marks of e's deleted tables that are still in the current version. */
+void vset_drop_upkeep_done(vset *vs, const version_edit *e);
 
 /* Writes the entries of it (a memtable) into new level-0 tables (no dropping; one table per
  * partition, see kv_options.partition_prefix_bytes), fsyncs the directory and adds them to e.

@@ -1424,6 +1424,145 @@ static void test_uncompressed_levels(const char *dir)
 
 /* ------------------------------------------------------------------- main ---- */
 
+static uint64_t table_files(kv_db *db)
+{
+    kv_stats st;
+    CHECK_OK(kv_get_stats(db, &st));
+    uint64_t n = 0;
+    for (int l = 0; l < KV_MAX_LEVELS; l++)
+        n += st.level_files[l];
+    return n;
+}
+
+/* Polls (bounded: 10 s) until the store holds at most want tables. */
+static int wait_tables_at_most(kv_db *db, uint64_t want)
+{
+    for (int i = 0; i < 200; i++) {
+        if (table_files(db) <= want)
+            return 1;
+        sleep_ms(50);
+    }
+    fprintf(stderr, "still %llu tables, want <= %llu\n", (unsigned long long)table_files(db),
+            (unsigned long long)want);
+    return 0;
+}
+
+static void put_range_keys(kv_db *db, const char *fmt, int n, size_t vlen)
+{
+    uint8_t v[4096];
+    CHECK(vlen <= sizeof v);
+    for (int i = 0; i < n; i++) {
+        char k[64];
+        int kl = snprintf(k, sizeof k, fmt, i);
+        fill_rand(v, vlen, (uint64_t)i);
+        CHECK_OK(kv_put(db, k, (size_t)kl, v, vlen, 0));
+    }
+}
+
+/* kv_batch_delete_range with no history window: tables wholly under the deletion go without
+ * being read or rewritten, but only once no snapshot can see them; a table holding covered and
+ * uncovered keys stays (the deletion too, so nothing covered comes back) until a compaction
+ * drops the covered keys. */
+static void test_range_delete(const char *dir)
+{
+    kv_options o;
+    kv_options_init(&o);
+    o.history_ms = 0;
+    o.partition_prefix_bytes = 1; /* "b..." and "k..." never share a table */
+    o.table_bytes = 256u << 10;
+    kv_db *db = open_store(dir, &o);
+    put_range_keys(db, "big/%06d", 3000, 1000);
+    put_range_keys(db, "keep/%03d", 20, 10);
+    CHECK_OK(kv_flush(db));
+    CHECK_OK(kv_compact_range(db, NULL, 0, NULL, 0));
+    uint64_t before = table_files(db);
+    CHECK(before >= 4);
+    kv_stats st0;
+    CHECK_OK(kv_get_stats(db, &st0));
+
+    kv_snapshot *snap = NULL;
+    CHECK_OK(kv_snapshot_acquire(db, 0, &snap));
+    kv_batch *b = kv_batch_new();
+    CHECK(b);
+    CHECK_OK(kv_batch_delete_range(b, "big/", 4, "big0", 4));
+    CHECK_OK(kv_batch_put(b, "big/000007", 10, "again", 5)); /* newer than the deletion */
+    CHECK_OK(kv_write(db, b, 0, NULL));
+    kv_batch_free(b);
+    expect_s(db, NULL, "big/000006", NULL);
+    expect_s(db, NULL, "big/000007", "again");
+    CHECK_OK(kv_get(db, NULL, "keep/003", 8, NULL, &dummy_len, NULL));
+    kv_readopts at_snap = {.snapshot = snap};
+    void *v = NULL;
+    size_t vl = 0;
+    CHECK_OK(kv_get(db, &at_snap, "big/000006", 10, &v, &vl, NULL));
+    CHECK(vl == 1000);
+    free(v);
+    kvlist all = {0};
+    collect_all(db, NULL, &all);
+    CHECK(all.n == 21); /* big/000007 and the 20 keep/ keys */
+    list_free(&all);
+
+    /* the snapshot pins the covered tables */
+    CHECK_OK(kv_flush(db));
+    sleep_ms(1500);
+    CHECK(table_files(db) >= before);
+    CHECK_OK(kv_get(db, &at_snap, "big/002999", 10, &v, &vl, NULL));
+    free(v);
+    kv_snapshot_release(db, snap);
+
+    /* then they go, unread: the keep/ table and the newer big/000007 table stay */
+    CHECK(wait_tables_at_most(db, 2));
+    kv_stats st1;
+    CHECK_OK(kv_get_stats(db, &st1));
+    CHECK(st1.compaction_bytes_written == st0.compaction_bytes_written);
+    expect_s(db, NULL, "big/000006", NULL);
+    expect_s(db, NULL, "big/000007", "again");
+    CHECK_OK(kv_close(db));
+    db = open_store(dir, &o);
+    expect_s(db, NULL, "big/002000", NULL);
+    expect_s(db, NULL, "big/000007", "again");
+    CHECK(verify_clean(db));
+
+    /* partly covered: "m/..." and "m0..." share tables; the deletion stays while any of its
+     * keys remain, and a compaction drops them */
+    put_range_keys(db, "m/%05d", 2000, 200);
+    put_range_keys(db, "m0%05d", 2000, 200);
+    CHECK_OK(kv_flush(db));
+    CHECK_OK(kv_compact_range(db, NULL, 0, NULL, 0));
+    b = kv_batch_new();
+    CHECK(b);
+    CHECK_OK(kv_batch_delete_range(b, "m/", 2, "m0", 2));
+    CHECK_OK(kv_write(db, b, 0, NULL));
+    kv_batch_free(b);
+    for (int round = 0; round < 3; round++) {
+        CHECK_OK(kv_flush(db));
+        sleep_ms(round == 0 ? 1200 : 100);
+        expect_s(db, NULL, "m/00042", NULL);
+        CHECK_OK(kv_get(db, NULL, "m000042", 7, NULL, &dummy_len, NULL));
+        if (round == 1) {
+            CHECK_OK(kv_close(db));
+            db = open_store(dir, &o);
+        }
+    }
+    kv_stats st2, st3;
+    CHECK_OK(kv_get_stats(db, &st2));
+    CHECK_OK(kv_compact_range(db, NULL, 0, NULL, 0));
+    CHECK_OK(kv_get_stats(db, &st3));
+    CHECK(st3.compaction_bytes_written < st3.compaction_bytes_read); /* covered keys dropped */
+    expect_s(db, NULL, "m/00042", NULL);
+    kv_version *hist = NULL;
+    size_t nh = 9;
+    CHECK_OK(kv_history(db, "m/00042", 7, &hist, &nh));
+    CHECK(nh == 0); /* no version left anywhere */
+    free(hist);
+    CHECK_OK(kv_close(db));
+    db = open_store(dir, &o);
+    expect_s(db, NULL, "m/01999", NULL);
+    CHECK_OK(kv_get(db, NULL, "m001999", 7, NULL, &dummy_len, NULL));
+    CHECK(verify_clean(db));
+    CHECK_OK(kv_close(db));
+}
+
 int main(void)
 {
     tu_seed_init();
@@ -1435,8 +1574,9 @@ int main(void)
 
     char *root = xstrdup_path(tu_tmpdir("api"));
     char d1[600], d2[600], d3[600], d4[600], d5[600], d6[600], d7[600], d8[600], d9[600];
-    char d10[600];
+    char d10[600], d11[600];
     snprintf(d1, sizeof d1, "%s/main", root);
+    snprintf(d11, sizeof d11, "%s/rangedel", root);
     snprintf(d2, sizeof d2, "%s/iter", root);
     snprintf(d3, sizeof d3, "%s/snap", root);
     snprintf(d4, sizeof d4, "%s/hist", root);
@@ -1464,6 +1604,7 @@ int main(void)
     test_maintenance(d5, d6);
     test_wal_reuse(d9);
     test_uncompressed_levels(d10);
+    test_range_delete(d11);
     test_memtable_budget(d8); /* last: on failure every other check has already run */
     tu_rmtree(root);
     free(root);

@@ -200,9 +200,10 @@ static int decode_copy(const uint8_t *p, size_t n, batch_op_fn fn, void *arg)
 static int count_ops(void *arg, uint64_t seq, unsigned type, kv_slice key, kv_slice val)
 {
     KV_UNUSED(seq);
-    CHECK(type <= KV_TYPE_VALUE_TTL && key.len >= 1 && key.len <= KV_MAX_KEY_BYTES);
+    CHECK(type <= KV_TYPE_RANGE_DELETE && key.len >= 1 && key.len <= KV_MAX_KEY_BYTES);
     CHECK(type != KV_TYPE_DELETE || val.len == 0);
     CHECK(type != KV_TYPE_VALUE_TTL || val.len >= 8);
+    CHECK(type != KV_TYPE_RANGE_DELETE || kv_slice_cmp(key, val) < 0);
     (*(size_t *)arg)++;
     return 0;
 }
@@ -248,7 +249,7 @@ static void test_malformed(void)
     m[n] = 0;
     CHECK_RC(decode_copy(m, n + 1, never, NULL), -EUCLEAN);
     /* unknown type in the first op */
-    m[20] = 3;
+    m[20] = KV_TYPE_RANGE_DELETE + 1;
     CHECK_RC(decode_copy(m, n, never, NULL), -EUCLEAN);
     m[20] = KV_TYPE_SEEK;
     CHECK_RC(decode_copy(m, n, never, NULL), -EUCLEAN);
@@ -296,10 +297,43 @@ static void test_malformed(void)
     kv_batch_free(b);
 }
 
+/* kv_batch_delete_range: op type 3, lo as the key, hi as the value; lo < hi always. */
+static void test_range_delete(void)
+{
+    kv_batch *b = kv_batch_new();
+    CHECK(b);
+    CHECK_OK(kv_batch_delete_range(b, "a/", 2, "a0", 2));
+    CHECK_RC(kv_batch_delete_range(b, "b", 1, "b", 1), -EINVAL);
+    CHECK_RC(kv_batch_delete_range(b, "c", 1, "b", 1), -EINVAL);
+    CHECK_RC(kv_batch_delete_range(b, "", 0, "b", 1), -EINVAL);
+    CHECK(kv_batch_count(b) == 1 && kv_batch_bytes(b) == 20 + 1 + 1 + 2 + 1 + 2);
+    batch_set_seq(b, 9);
+    const uint8_t *h = b->rep.data;
+    CHECK(h[20] == KV_TYPE_RANGE_DELETE && h[21] == 2 && memcmp(h + 22, "a/", 2) == 0);
+    CHECK(h[24] == 2 && memcmp(h + 25, "a0", 2) == 0);
+    struct sink s;
+    memset(&s, 0, sizeof s);
+    CHECK_OK(batch_decode(kv_buf_slice(&b->rep), collect, &s, NULL, NULL, NULL));
+    CHECK(s.n == 1 && op_is(&s.ops[0], 9, KV_TYPE_RANGE_DELETE, "a/", "a0", 2));
+    sink_free(&s);
+    /* an empty or inverted range on disk is malformed */
+    uint8_t *m = malloc(b->rep.len);
+    CHECK(m);
+    memcpy(m, b->rep.data, b->rep.len);
+    memcpy(m + 25, "a/", 2); /* hi == lo */
+    CHECK_RC(decode_copy(m, b->rep.len, never, NULL), -EUCLEAN);
+    CHECK(strstr(kv_last_error(), "bad range") != NULL);
+    memcpy(m + 25, "a.", 2); /* hi < lo */
+    CHECK_RC(decode_copy(m, b->rep.len, never, NULL), -EUCLEAN);
+    free(m);
+    kv_batch_free(b);
+}
+
 int main(void)
 {
     tu_seed_init();
     test_build_decode();
+    test_range_delete();
     test_limits();
     test_append();
     test_malformed();

@@ -2,9 +2,9 @@
  * test_model.c -- randomized model test of the whole engine through engine/kv.h.
  *
  * Thousands of random operations (put, put_ttl with expiry before/after a controlled read
- * time, delete, batches, gets at the latest sequence / at old sequences / at in-memory and
- * named snapshots, bounded and prefixed iteration in both directions, kv_history, flush,
- * compact_range, close + reopen) run against the engine and against a plain in-memory model
+ * time, delete, range delete, batches, gets at the latest sequence / at old sequences / at
+ * in-memory and named snapshots, bounded and prefixed iteration in both directions, kv_history,
+ * flush, compact_range, close + reopen) run against the engine and against a plain in-memory model
  * that keeps every version of every key with its sequence. A small memtable and small tables
  * make flushes and compactions frequent; a long history window keeps every version readable.
  *
@@ -556,6 +556,59 @@ static void op_batch(void)
     last_seq = seq;
 }
 
+/* A range deletion [lo, hi): hi is lo with its last byte raised (a prefix range) or another
+ * key above lo. In the model every key of the range that has versions gets a deletion at the
+ * op's seq (kv_history lists a range deletion for a key that had a version before it).
+ * Sometimes a put into the range follows in the same batch: it is newer, so it shows. */
+static void op_range_delete(void)
+{
+    uint8_t lo[24], hi[25];
+    const mkey *a = &keys[tu_rand_below(NKEYS)];
+    size_t lol = 1 + tu_rand_below(a->kl), hil;
+    memcpy(lo, a->k, lol);
+    const mkey *b = &keys[tu_rand_below(NKEYS)];
+    if (tu_rand_below(2) && bytes_cmp(b->k, b->kl, lo, lol) > 0) {
+        memcpy(hi, b->k, b->kl);
+        hil = b->kl;
+    } else {
+        memcpy(hi, lo, lol);
+        hil = lol;
+        if (hi[hil - 1] == 0xff)
+            hi[hil++] = 0; /* lo + "\0" is above lo too */
+        else
+            hi[hil - 1]++;
+    }
+    kv_batch *bt = kv_batch_new();
+    CHECK(bt != NULL);
+    CHECK_OK(kv_batch_delete_range(bt, lo, lol, hi, hil));
+    int put_kid = -1;
+    uint32_t len = 0;
+    uint64_t vid = 0;
+    if (tu_rand_below(3) == 0) {
+        put_kid = (int)tu_rand_below(NKEYS);
+        len = rand_len();
+        vid = next_vid++;
+        gen_value(put_kid, vid, len, vbuf);
+        CHECK_OK(kv_batch_put(bt, keys[put_kid].k, keys[put_kid].kl, vbuf, len));
+    }
+    uint64_t seq = 0;
+    int rc = kv_write(db, bt, 0, &seq);
+    if (rc)
+        FAIL_CTX();
+    CHECK_OK(rc);
+    kv_batch_free(bt);
+    uint64_t dseq = put_kid >= 0 ? seq - 1 : seq;
+    CHECK(dseq > last_seq);
+    for (int kid = 0; kid < NKEYS; kid++) {
+        const mkey *m = &keys[kid];
+        if (m->nv && bytes_cmp(m->k, m->kl, lo, lol) >= 0 && bytes_cmp(m->k, m->kl, hi, hil) < 0)
+            add_version(kid, dseq, V_DEL, 0, 0, 0);
+    }
+    if (put_kid >= 0)
+        add_version(put_kid, seq, V_PUT, 0, len, vid);
+    last_seq = seq;
+}
+
 static uint64_t read_time(void)
 {
     uint64_t r = tu_rand_below(10);
@@ -806,9 +859,12 @@ int main(void)
     for (op_no = 0; op_no < nops; op_no++) {
         ctl_now += tu_rand_below(30);
         uint64_t r = tu_rand_below(1000);
-        if (r < 250) {
+        if (r < 235) {
             op_name = "put";
             op_put(0);
+        } else if (r < 250) {
+            op_name = "range delete";
+            op_range_delete();
         } else if (r < 330) {
             op_name = "put_ttl";
             op_put(1);
