@@ -272,10 +272,8 @@ void kvfs_maybe_purge_locked(kvfs *fs, uint64_t ino)
         return;
     /* _any: an expired file the reaper unlinked is purged too (its record is hidden) */
     if (layout_inode_get_any(fs->lfs, ino, &in) == 0 && in.nlink == 0) {
-        int rc = layout_purge_quick(fs->lfs, &in);
-        if (rc == 0) /* its keys need scans: not under wmu */
-            kvfs_purger_queue(fs, ino);
-        else if (rc < 0) /* the 'O' key stays: the next mount retries */
+        int rc = layout_purge(fs->lfs, ino);
+        if (rc < 0) /* the 'O' key stays: the next mount retries */
             kvfs_fail("purge", rc);
     }
 }
@@ -562,6 +560,10 @@ static int open_store(kvfs *fs)
         return rc;
     }
     rc = layout_open(fs->db, fs->read_only, (uint32_t)geteuid(), (uint32_t)getegid(), &fs->lfs);
+    if (rc == 0 && !fs->read_only) {
+        int n = layout_sweep_orphans(fs->lfs);
+        rc = n < 0 ? n : 0;
+    }
     if (rc < 0) {
         kvfs_msg("cannot open the filesystem in %s: %s", fs->data_dir, layout_last_error());
         kv_close(fs->db);
@@ -574,7 +576,7 @@ static void close_store(kvfs *fs)
 {
     if (!fs->db)
         return;
-    if (!fs->read_only) { /* files needing scans wait for the next mount's purger */
+    if (!fs->read_only) {
         if (layout_sweep_orphans(fs->lfs) < 0)
             kvfs_msg("purging unlinked files: %s", layout_last_error());
         if (kv_sync(fs->db) < 0)
@@ -625,10 +627,6 @@ static int kvfs_serve(kvfs *fs, struct fuse_args *args, const struct fuse_cmdlin
         kvfs_msg("cannot start the expiry reaper");
         goto out;
     }
-    if (kvfs_purger_start(fs) < 0) {
-        kvfs_msg("cannot start the purger of unlinked files");
-        goto out;
-    }
     daemon_ready(ready_fd, 0);
     ready_fd = -1;
     int lrc = run_loop(fs, opts);
@@ -636,8 +634,7 @@ static int kvfs_serve(kvfs *fs, struct fuse_args *args, const struct fuse_cmdlin
     status = (lrc == 0 || lrc == SIGTERM || lrc == SIGINT || lrc == SIGHUP) ? 0 : 1;
     ctl_server_stop(fs);
 out:
-    kvfs_reaper_stop(fs); /* it may still hand files to the purger */
-    kvfs_purger_stop(fs);
+    kvfs_reaper_stop(fs);
     if (mounted)
         fuse_session_unmount(fs->se);
     if (handlers)
@@ -706,8 +703,6 @@ static int kvfs_setup(kvfs *fs, const kvfs_opts *ko)
     pthread_mutex_init(&fs->view_mu, NULL);
     pthread_mutex_init(&fs->reap_mu, NULL);
     pthread_cond_init(&fs->reap_cv, NULL);
-    pthread_mutex_init(&fs->purge_mu, NULL);
-    pthread_cond_init(&fs->purge_cv, NULL);
     return 0;
 }
 

@@ -16,12 +16,9 @@
  *   - fs->view_mu protects the time-travel views (ops_snap.c); fs->reap_mu the reaper's
  *     wake-up (reaper.c). Neither is held while calling into the engine for long, nor
  *     while talking to the kernel.
- *   - fs->purge_mu protects the purger's queue (purger.c); the purge itself runs without it
- *     and without wmu.
  *   - An inode whose nlink reached 0 is purged (its keys deleted) once the table no longer
- *     holds it (no kernel reference, no open handle): at once, under wmu, when its keys fit
- *     one batch, else by the purger thread. Until then its 'O' key marks it; the purger
- *     sweeps the orphans a previous mount left (a crash, a stop mid-purge) after the mount.
+ *     holds it (no kernel reference, no open handle); until then its 'O' key marks it, and
+ *     orphans left by a crash are swept at mount.
  */
 #ifndef KVFS_KVFS_H
 #define KVFS_KVFS_H
@@ -29,7 +26,6 @@
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/stat.h>
 
@@ -122,14 +118,6 @@ typedef struct kvfs {
     pthread_t reap_thread;
     int reap_running, reap_stop;
     uint64_t reap_next_ms; /* earliest expiry the reaper is waiting for */
-    /* purger of large unlinked files (purger.c) */
-    pthread_mutex_t purge_mu;
-    pthread_cond_t purge_cv;
-    pthread_t purge_thread;
-    int purge_running, purge_sweep; /* purge_sweep: the orphans of earlier mounts are due */
-    atomic_int purge_stop;          /* read by layout_purge between batches */
-    uint64_t *purge_q;              /* inodes waiting for the purger */
-    size_t purge_n, purge_cap;
 } kvfs;
 
 extern const struct fuse_lowlevel_ops kvfs_ops;
@@ -207,14 +195,6 @@ int kvfs_dirent_live(kvfs *fs, uint64_t parent, const char *name, size_t nlen, u
 /* Inodes whose expiry has passed but whose keys the reaper has not removed yet
  * (sorted; malloc'd). */
 int kvfs_expired_pending(kvfs *fs, uint64_t **inos, size_t *n);
-
-/* ---- purger (purger.c) ---- */
-/* Starts the purger thread; its first job is the sweep of orphans left by earlier mounts. */
-int kvfs_purger_start(kvfs *fs);
-/* Stops it, cancelling a purge in progress between batches (its 'O' key stays). */
-void kvfs_purger_stop(kvfs *fs);
-/* Hands an unlinked inode that nothing holds to the purger. */
-void kvfs_purger_queue(kvfs *fs, uint64_t ino);
 
 /* ---- expiry reaper (reaper.c) ---- */
 int kvfs_reaper_start(kvfs *fs);

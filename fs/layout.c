@@ -32,7 +32,6 @@
 
 #include <errno.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -798,9 +797,8 @@ int layout_punch(layout_fs *fs, kv_batch *b, layout_inode *in, uint64_t off, uin
     return rc;
 }
 
-/* Deletes, in batches, every key with the given prefix. -ECANCELED when *stop is set between
- * batches (stop may be NULL). */
-static int delete_prefix(layout_fs *fs, const uint8_t *pfx, size_t plen, const atomic_int *stop)
+/* Deletes, in batches, every key with the given prefix. */
+static int delete_prefix(layout_fs *fs, const uint8_t *pfx, size_t plen)
 {
     kv_batch *b = kv_batch_new();
     kv_iter *it = NULL;
@@ -816,11 +814,9 @@ static int delete_prefix(layout_fs *fs, const uint8_t *pfx, size_t plen, const a
         if (rc == 0 && kv_batch_count(b) >= LAYOUT_DEL_BATCH) {
             rc = kv_write(fs->db, b, KV_WRITE_NOSYNC, NULL);
             kv_batch_clear(b);
-            if (rc < 0)
-                layout_kverr(rc, "purge");
-            else if (stop && atomic_load(stop))
-                rc = layout_error(-ECANCELED, "purge stopped");
         }
+        if (rc < 0)
+            layout_kverr(rc, "purge");
     }
     if (rc == 0 && kv_iter_status(it) < 0)
         rc = layout_kverr(kv_iter_status(it), "purge scan");
@@ -851,17 +847,35 @@ static int purge_tail(kv_batch *b, const layout_inode *in, uint64_t ino)
     return rc;
 }
 
+/* Adds the deletion of every chunk of the inode to b: one delete per chunk below its size for
+ * a small regular file (I1), else one range deletion of its whole 'C' prefix (in may be NULL:
+ * the size is unknown). A range deletion costs one record however large the file, reads none
+ * of its data, and lets compaction drop the file's tables without rewriting them. */
+static int purge_chunks(kv_batch *b, const layout_inode *in, uint64_t ino)
+{
+    uint8_t key[LAYOUT_KEY_MAX], end[9];
+    if (in && !S_ISREG(in->mode))
+        return 0;
+    if (in && in->size <= (uint64_t)LAYOUT_PURGE_FAST * LAYOUT_CHUNK) {
+        int rc = 0;
+        for (uint64_t i = 0; i < (in->size + LAYOUT_CHUNK - 1) / LAYOUT_CHUNK && rc == 0; i++)
+            rc = kv_batch_delete(b, key, layout_key_chunk(key, ino, i));
+        return rc;
+    }
+    size_t klen = key_ino(key, 'C', ino);
+    size_t elen = ino < UINT64_MAX ? key_ino(end, 'C', ino + 1) : 1;
+    if (ino == UINT64_MAX)
+        end[0] = 'C' + 1;
+    return kv_batch_delete_range(b, key, klen, end, elen);
+}
+
 /* The common case of layout_purge (see layout.h): one batch, no scan. */
 static int purge_small(layout_fs *fs, const layout_inode *in)
 {
-    uint8_t key[LAYOUT_KEY_MAX];
-    uint64_t n = S_ISREG(in->mode) ? (in->size + LAYOUT_CHUNK - 1) / LAYOUT_CHUNK : 0;
     kv_batch *b = kv_batch_new();
     if (!b)
         return layout_error(-ENOMEM, "out of memory");
-    int rc = 0;
-    for (uint64_t i = 0; i < n && rc == 0; i++)
-        rc = kv_batch_delete(b, key, layout_key_chunk(key, in->ino, i));
+    int rc = purge_chunks(b, in, in->ino);
     if (rc == 0)
         rc = purge_tail(b, in, in->ino);
     if (rc == 0)
@@ -872,39 +886,25 @@ static int purge_small(layout_fs *fs, const layout_inode *in)
     return rc;
 }
 
-/* Whether the inode's keys are known without a scan (purge_small applies). */
-static int purge_is_quick(const layout_inode *in)
-{
-    return !(in->flags & LAYOUT_IF_XATTRS) && in->nlink == 0 &&
-           (!S_ISREG(in->mode) || in->size <= (uint64_t)LAYOUT_PURGE_FAST * LAYOUT_CHUNK);
-}
-
-int layout_purge_quick(layout_fs *fs, const layout_inode *in)
-{
-    if (!purge_is_quick(in))
-        return 0;
-    int rc = purge_small(fs, in);
-    return rc < 0 ? rc : 1;
-}
-
-int layout_purge(layout_fs *fs, uint64_t ino, const atomic_int *stop)
+int layout_purge(layout_fs *fs, uint64_t ino)
 {
     uint8_t pfx[9];
     layout_inode in;
     int have = layout_inode_get_any(fs, ino, &in) == 0;
-    if (have && purge_is_quick(&in))
+    if (have && !(in.flags & LAYOUT_IF_XATTRS) && in.nlink == 0 &&
+        (!S_ISREG(in.mode) || in.size <= (uint64_t)LAYOUT_PURGE_FAST * LAYOUT_CHUNK))
         return purge_small(fs, &in);
-    int rc = delete_prefix(fs, pfx, key_ino(pfx, 'C', ino), stop);
+    int rc = delete_prefix(fs, pfx, key_ino(pfx, 'X', ino));
     if (rc == 0)
-        rc = delete_prefix(fs, pfx, key_ino(pfx, 'X', ino), stop);
-    if (rc == 0)
-        rc = delete_prefix(fs, pfx, key_ino(pfx, 'P', ino), stop);
+        rc = delete_prefix(fs, pfx, key_ino(pfx, 'P', ino));
     if (rc < 0)
         return rc;
     kv_batch *b = kv_batch_new();
     if (!b)
         return layout_error(-ENOMEM, "out of memory");
-    rc = purge_tail(b, have ? &in : NULL, ino);
+    rc = purge_chunks(b, have ? &in : NULL, ino);
+    if (rc == 0)
+        rc = purge_tail(b, have ? &in : NULL, ino);
     if (rc == 0)
         rc = kv_write(fs->db, b, KV_WRITE_NOSYNC, NULL);
     if (rc < 0)
@@ -913,12 +913,11 @@ int layout_purge(layout_fs *fs, uint64_t ino, const atomic_int *stop)
     return rc;
 }
 
-int layout_list_orphans(layout_fs *fs, uint64_t **inos, size_t *n)
+int layout_sweep_orphans(layout_fs *fs)
 {
     kv_iter *it = NULL;
-    size_t cap = 0;
-    *inos = NULL;
-    *n = 0;
+    uint64_t *inos = NULL;
+    size_t n = 0, cap = 0;
     int rc = prefix_iter(fs, NULL, "O", 1, &it);
     if (rc < 0)
         return rc;
@@ -927,54 +926,37 @@ int layout_list_orphans(layout_fs *fs, uint64_t **inos, size_t *n)
         const uint8_t *k = kv_iter_key(it, &kl);
         if (kl != 9)
             continue;
-        if (*n == cap) {
+        if (n == cap) {
             size_t nc = cap ? cap * 2 : 64;
-            uint64_t *ni = realloc(*inos, nc * sizeof(*ni));
+            uint64_t *ni = realloc(inos, nc * sizeof(*ni));
             if (!ni) {
                 rc = layout_error(-ENOMEM, "out of memory");
                 break;
             }
-            *inos = ni;
+            inos = ni;
             cap = nc;
         }
-        (*inos)[(*n)++] = get_be64(k + 1);
+        inos[n++] = get_be64(k + 1);
     }
     if (rc == 0 && kv_iter_status(it) < 0)
         rc = layout_kverr(kv_iter_status(it), "scan orphans");
     kv_iter_free(it);
-    if (rc < 0) {
-        free(*inos);
-        *inos = NULL;
-        *n = 0;
-    }
-    return rc;
-}
-
-int layout_orphan_settle(layout_fs *fs, uint64_t ino)
-{
-    layout_inode in;
-    int g = layout_inode_get_any(fs, ino, &in);
-    if (g == 0 && in.nlink > 0) { /* a stale marker: the inode is linked again */
-        uint8_t key[LAYOUT_KEY_MAX];
-        g = kv_delete(fs->db, key, layout_key_orphan(key, ino), KV_WRITE_NOSYNC);
-        return g < 0 ? layout_kverr(g, "drop orphan marker") : 1;
-    }
-    if (g == -ENOENT) /* keys without a record: only the scans find them */
-        return 0;
-    return g < 0 ? g : layout_purge_quick(fs, &in);
-}
-
-int layout_sweep_orphans(layout_fs *fs)
-{
-    uint64_t *inos;
-    size_t n, left = 0;
-    int rc = layout_list_orphans(fs, &inos, &n);
-    for (size_t i = 0; i < n && rc >= 0; i++) {
-        rc = layout_orphan_settle(fs, inos[i]);
-        left += rc == 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        layout_inode in;
+        int g = layout_inode_get_any(fs, inos[i], &in);
+        if (g == 0 && in.nlink > 0) { /* a stale marker: the inode is linked again */
+            uint8_t key[LAYOUT_KEY_MAX];
+            g = kv_delete(fs->db, key, layout_key_orphan(key, inos[i]), KV_WRITE_NOSYNC);
+            rc = g < 0 ? layout_kverr(g, "drop orphan marker") : 0;
+            continue;
+        }
+        if (g < 0 && g != -ENOENT)
+            rc = g;
+        else
+            rc = layout_purge(fs, inos[i]);
     }
     free(inos);
-    return rc < 0 ? rc : (int)left;
+    return rc < 0 ? rc : (int)n;
 }
 
 /* ------------------------------------------------------------------- key view ---- */

@@ -43,9 +43,8 @@
  * dirents a, b, c; its value is the file's bytes. Directories are implied by the paths.
  *
  * Thread safety: a layout_fs may be used from many threads for reads; functions that write
- * (those taking a kv_batch or named *_write_*, *_unlink_*, *_purge*, *_settle, *_alloc_*) must
- * be serialised by the caller (the daemon holds its write mutex), except layout_purge of an
- * inode nothing can reach (see there).
+ * (those taking a kv_batch or named *_write_*, *_unlink_*, *_purge, *_alloc_*) must be
+ * serialised by the caller (the daemon holds its write mutex).
  *
  * Errors: 0 or a negative errno; layout_last_error() describes the latest failure in the
  * calling thread.
@@ -55,7 +54,6 @@
 
 #include "kv.h"
 
-#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -68,7 +66,7 @@
 #define LAYOUT_INO_BATCH 4096u      /* inodes reserved per allocator step */
 #define LAYOUT_MAX_PUT (64u << 20)  /* largest value written by layout_write_file */
 #define LAYOUT_MAX_GET (256u << 20) /* largest value returned by layout_read_file */
-#define LAYOUT_PURGE_FAST 64u       /* chunks up to which layout_purge deletes blindly */
+#define LAYOUT_PURGE_FAST 64u       /* chunks up to which layout_purge deletes one by one */
 #define LAYOUT_IF_XATTRS 1u         /* inode flag: the inode has (or once had) 'X' keys */
 #define LAYOUT_INODE_VERSION 1u
 #define LAYOUT_INODE_V1_BYTES 117u
@@ -172,22 +170,11 @@ int layout_truncate(layout_fs *fs, kv_batch *b, layout_inode *in, uint64_t size)
 int layout_punch(layout_fs *fs, kv_batch *b, layout_inode *in, uint64_t off, uint64_t len);
 /* Deletes every key of an inode with nlink 0. A file of up to LAYOUT_PURGE_FAST chunks goes
  * in one batch with no scan: its chunks are below its size (I1), it has no 'P' keys (nlink 0,
- * I5) and 'X' keys only if LAYOUT_IF_XATTRS is set. Otherwise several batches (prefix scans,
- * which read the file's data), the 'O' key last; between batches it returns -ECANCELED once
- * *stop is set (stop may be NULL), leaving the 'O' key for a later purge to finish.
- * Serialisation: an inode that nothing can reach any more (nlink 0, no name, not held by the
- * kernel) has no other writer, so its purge may run beside the daemon's writes. */
-int layout_purge(layout_fs *fs, uint64_t ino, const atomic_int *stop);
-/* layout_purge of in (nlink 0) when it is one batch: returns 1 when purged, 0 when the inode
- * needs layout_purge's scans (nothing written), <0 on error. */
-int layout_purge_quick(layout_fs *fs, const layout_inode *in);
-/* The inodes that have an 'O' key. OUT: *inos (malloc'd), *n. */
-int layout_list_orphans(layout_fs *fs, uint64_t **inos, size_t *n);
-/* Finishes orphan ino where that takes one batch: drops a stale 'O' key (the inode is linked
- * again) or purges with layout_purge_quick. Returns 1 when done, 0 when the inode needs
- * layout_purge, <0 on error. The caller makes sure nothing holds the inode. */
-int layout_orphan_settle(layout_fs *fs, uint64_t ino);
-/* layout_orphan_settle of every orphan; returns how many still need layout_purge, or <0. */
+ * I5) and 'X' keys only if LAYOUT_IF_XATTRS is set. A larger one loses its chunks to one
+ * range deletion (kv_batch_delete_range), whatever its size; its 'X' and 'P' keys, if any,
+ * are found by prefix scans and deleted first, the 'O' key in the last batch. */
+int layout_purge(layout_fs *fs, uint64_t ino);
+/* Purges every orphan ('O' key); returns the number purged or <0. */
 int layout_sweep_orphans(layout_fs *fs);
 
 /* ---- the key view ---- */

@@ -186,7 +186,7 @@ static int local_del(ctl_store *st, const void *key, size_t klen)
     int orphan = 0;
     int rc = local_lay(layout_unlink_path(st->lfs, key, klen, &ino, &orphan));
     if (rc == 0 && orphan)
-        rc = local_lay(layout_purge(st->lfs, ino, NULL));
+        rc = local_lay(layout_purge(st->lfs, ino));
     return rc < 0 ? rc : local_kv(kv_sync(st->db));
 }
 
