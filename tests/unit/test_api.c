@@ -1382,15 +1382,25 @@ static void test_wal_reuse(const char *dir)
     CHECK_OK(kv_close(db));
 }
 
-/* Bytes of the tables on every level. */
-static uint64_t table_bytes(kv_db *db)
+/* The tables on every level: their bytes (files 0) or their number (files 1). */
+static uint64_t table_total(kv_db *db, int files)
 {
     kv_stats st;
     CHECK_OK(kv_get_stats(db, &st));
     uint64_t total = 0;
     for (int l = 0; l < KV_MAX_LEVELS; l++)
-        total += st.level_bytes[l];
+        total += files ? st.level_files[l] : st.level_bytes[l];
     return total;
+}
+
+static uint64_t table_bytes(kv_db *db)
+{
+    return table_total(db, 0);
+}
+
+static uint64_t table_files(kv_db *db)
+{
+    return table_total(db, 1);
 }
 
 /* uncompressed_levels = 1: a flushed (level-0) table holds the raw bytes; after a full
@@ -1420,18 +1430,6 @@ static void test_uncompressed_levels(const char *dir)
     CHECK(vl == sizeof val && memcmp(v, val, vl) == 0);
     free(v);
     CHECK_OK(kv_close(db));
-}
-
-/* ------------------------------------------------------------------- main ---- */
-
-static uint64_t table_files(kv_db *db)
-{
-    kv_stats st;
-    CHECK_OK(kv_get_stats(db, &st));
-    uint64_t n = 0;
-    for (int l = 0; l < KV_MAX_LEVELS; l++)
-        n += st.level_files[l];
-    return n;
 }
 
 /* Polls (bounded: 10 s) until the store holds at most want tables. */
@@ -1562,6 +1560,8 @@ static void test_range_delete(const char *dir)
     CHECK(verify_clean(db));
     CHECK_OK(kv_close(db));
 }
+
+/* ------------------------------------------------------------------- main ---- */
 
 int main(void)
 {

@@ -505,6 +505,18 @@ static void op_delete(void)
     add_version(kid, last_seq, V_DEL, 0, 0, 0);
 }
 
+/* kv_write of b (then freed); returns the sequence of its last op. */
+static uint64_t write_batch(kv_batch *b)
+{
+    uint64_t seq = 0;
+    int rc = kv_write(db, b, 0, &seq);
+    if (rc)
+        FAIL_CTX();
+    CHECK_OK(rc);
+    kv_batch_free(b);
+    return seq;
+}
+
 static void op_batch(void)
 {
     kv_batch *b = kv_batch_new();
@@ -535,12 +547,7 @@ static void op_batch(void)
     }
     free(tmp);
     CHECK(kv_batch_count(b) == (size_t)n);
-    uint64_t seq = 0;
-    int rc = kv_write(db, b, 0, &seq);
-    if (rc)
-        FAIL_CTX();
-    CHECK_OK(rc);
-    kv_batch_free(b);
+    uint64_t seq = write_batch(b);
     /* the batch's ops get seq-n+1 .. seq, all after every earlier write */
     if (seq < (uint64_t)n || seq - (uint64_t)n + 1 <= last_seq || kv_last_seq(db) != seq) {
         FAIL_CTX();
@@ -591,12 +598,7 @@ static void op_range_delete(void)
         gen_value(put_kid, vid, len, vbuf);
         CHECK_OK(kv_batch_put(bt, keys[put_kid].k, keys[put_kid].kl, vbuf, len));
     }
-    uint64_t seq = 0;
-    int rc = kv_write(db, bt, 0, &seq);
-    if (rc)
-        FAIL_CTX();
-    CHECK_OK(rc);
-    kv_batch_free(bt);
+    uint64_t seq = write_batch(bt);
     uint64_t dseq = put_kid >= 0 ? seq - 1 : seq;
     CHECK(dseq > last_seq);
     for (int kid = 0; kid < NKEYS; kid++) {
