@@ -16,7 +16,10 @@
  *
  * Range-deletion upkeep (vset_drop_upkeep): a table whose whole key span lies under a range
  * deletion newer than all its entries is deleted without being read once no reader can see
- * past that deletion; a range deletion retires once no table with older entries overlaps it.
+ * past that deletion; a table that only partly lies under one is flagged (drop_compact) and,
+ * when no level needs compacting for size, rewritten into the next level. Compaction outputs
+ * are cut at every range deletion's bounds, so after that rewrite no table with older entries
+ * overlaps the range, and the deletion retires. (Tables of the last level are not flagged.)
  *
  * Merging, for each user key newest to oldest (s = a version's seq, s' = the next newer
  * version's seq, or the seq of the oldest range deletion of the input version (drops.h) that
@@ -270,6 +273,12 @@ compaction *vset_pick_compaction(vset *vs)
         tried[best] = 1;
         c = cmp_pick_level(vs, v, best);
     }
+    for (int l = 0; l < KV_MAX_LEVELS - 1 && !c; l++)
+        for (size_t i = 0; i < v->nfiles[l] && !c; i++) {
+            file_meta *f = v->files[l][i];
+            if (f->drop_compact && !f->compacting && (c = cmp_try(vs, v, l, f)) != NULL)
+                c->manual = 1; /* rewritten even when it could move: that drops the entries */
+        }
     pthread_mutex_unlock(&vs->mu);
     return c;
 }
@@ -339,6 +348,18 @@ static int drop_still_hides(const version *v, const version_edit *e, const kv_dr
     return 0;
 }
 
+/* Flags f for a compaction (drop_compact) when it may hold entries that a range deletion no
+ * reader can see past hides: they are dropped by rewriting f, not by deleting it. */
+static void drop_flag_file(file_meta *f, const drop_set *ds, const retention *r)
+{
+    for (size_t k = 0; k < drops_count(ds) && !f->drop_compact; k++) {
+        const kv_drop *d = drops_at(ds, k);
+        f->drop_compact = d->seq <= r->floor_seq && f->min_seq < d->seq &&
+                          kv_slice_cmp(f_lo(f), d->hi) < 0 && kv_slice_cmp(f_hi(f), d->lo) >= 0 &&
+                          !snap_between(r, f->min_seq, d->seq);
+    }
+}
+
 int vset_drop_upkeep(vset *vs, const retention *r, version_edit *e)
 {
     int rc = 0, changes = 0;
@@ -364,6 +385,10 @@ int vset_drop_upkeep(vset *vs, const retention *r, version_edit *e)
         if (!drop_still_hides(v, e, d) && (rc = edit_delete_drop(e, d->seq)) == 0)
             changes++;
     }
+    for (int l = 0; l < KV_MAX_LEVELS - 1 && rc == 0; l++)
+        for (size_t i = 0; i < v->nfiles[l]; i++)
+            if (!edit_deletes_file(e, l, v->files[l][i]->number))
+                drop_flag_file(v->files[l][i], ds, r);
     pthread_mutex_unlock(&vs->mu);
     return rc < 0 ? rc : changes;
 }
@@ -394,7 +419,9 @@ typedef struct out_writer {
     uint64_t number;                         /* of b */
     uint8_t prefix[KV_PARTITION_PREFIX_MAX]; /* the partition prefix of b's keys */
     size_t prefix_len;
-    uint64_t paced; /* bytes of b already reported to vs->compaction_pace */
+    uint64_t paced;        /* bytes of b already reported to vs->compaction_pace */
+    const drop_set *drops; /* compactions: tables are also cut at their bounds */
+    kv_buf last;           /* with drops: the last user key added */
     cmp_output *outs;
     size_t nouts, capouts;
 } out_writer;
@@ -434,6 +461,15 @@ static int out_add(out_writer *w, kv_slice ikey, kv_slice value)
     int rc = 0;
     if (w->b && w->vs->opts.partition_prefix_bytes && out_new_partition(w, ukey))
         rc = out_finish(w);
+    /* a range deletion's keys get tables of their own, so the ones it hides are gone from
+     * every table overlapping it once compacted, and it can retire (vset_drop_upkeep) */
+    if (rc == 0 && w->drops) {
+        if (w->b && kv_slice_cmp(kv_buf_slice(&w->last), ukey) < 0 &&
+            drops_bound_between(w->drops, kv_buf_slice(&w->last), ukey))
+            rc = out_finish(w);
+        if (rc == 0)
+            rc = kv_buf_set(&w->last, ukey.data, ukey.len);
+    }
     if (rc == 0 && !w->b) {
         rc = out_open(w);
         w->prefix_len = KV_MIN(w->vs->opts.partition_prefix_bytes, ukey.len);
@@ -505,6 +541,7 @@ static void out_release(out_writer *w, int discard)
         sst_props_free(&w->outs[i].props);
     }
     free(w->outs);
+    kv_buf_free(&w->last);
     memset(w, 0, sizeof *w);
 }
 
@@ -715,6 +752,7 @@ int compaction_run(compaction *c, const retention *r, version_edit *e, uint64_t 
     j.r = r;
     j.w.vs = c->vs;
     j.w.level = c->out_level;
+    j.w.drops = c->v->drops;
     j.table_bytes = c->vs->opts.table_bytes ? c->vs->opts.table_bytes : CMP_DEFAULT_TABLE_BYTES;
     int rc = job_run(&j);
     if (rc == 0)

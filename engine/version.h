@@ -60,6 +60,7 @@ typedef struct file_meta {
     kv_buf smallest, largest; /* internal keys */
     atomic_int refs;
     int compacting;          /* protected by vset->mu */
+    int drop_compact;        /* (vset->mu) holds entries a range deletion hides: rewrite it */
     int obsolete;            /* set once an installed edit deleted it */
     struct vset *vs;         /* for path, cache and unlink on last unref */
     pthread_mutex_t open_mu; /* serialises the lazy open of reader */
