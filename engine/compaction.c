@@ -17,9 +17,11 @@
  * Range-deletion upkeep (vset_drop_upkeep): a table whose whole key span lies under a range
  * deletion newer than all its entries is deleted without being read once no reader can see
  * past that deletion; a table that only partly lies under one is flagged (drop_compact) and,
- * when no level needs compacting for size, rewritten into the next level. Compaction outputs
- * are cut at every range deletion's bounds, so after that rewrite no table with older entries
- * overlaps the range, and the deletion retires. (Tables of the last level are not flagged.)
+ * when no level needs compacting for size, rewritten into the next level. Every compaction
+ * output records the oldest range deletion of its input version that still hides one of its
+ * versions (drops_clean_below), so a rewritten table no longer holds a deletion back, and it
+ * retires once no table may hold a version it hides. (Tables of the last level are not
+ * flagged.)
  *
  * Merging, for each user key newest to oldest (s = a version's seq, s' = the next newer
  * version's seq, or the seq of the oldest range deletion of the input version (drops.h) that
@@ -334,15 +336,21 @@ static int edit_deletes_file(const version_edit *e, int level, uint64_t number)
     return 0;
 }
 
-/* 1 if some table of v, other than those e deletes, holds entries older than seq and may
- * hold a key of [lo, hi). */
+/* 1 if f may hold a version that d hides: f has entries older than d, its span meets d's
+ * range, and it was not written by a compaction that knew d and kept nothing d hides. */
+static int drop_may_hide_in(const file_meta *f, const kv_drop *d)
+{
+    return f->min_seq < d->seq && d->seq >= f->drops_clean_below &&
+           kv_slice_cmp(f_lo(f), d->hi) < 0 && kv_slice_cmp(f_hi(f), d->lo) >= 0;
+}
+
+/* 1 if some table of v, other than those e deletes, may hold a version d hides. */
 static int drop_still_hides(const version *v, const version_edit *e, const kv_drop *d)
 {
     for (int l = 0; l < KV_MAX_LEVELS; l++)
         for (size_t i = 0; i < v->nfiles[l]; i++) {
             const file_meta *f = v->files[l][i];
-            if (f->min_seq < d->seq && kv_slice_cmp(f_lo(f), d->hi) < 0 &&
-                kv_slice_cmp(f_hi(f), d->lo) >= 0 && !edit_deletes_file(e, l, f->number))
+            if (drop_may_hide_in(f, d) && !edit_deletes_file(e, l, f->number))
                 return 1;
         }
     return 0;
@@ -354,8 +362,7 @@ static void drop_flag_file(file_meta *f, const drop_set *ds, const retention *r)
 {
     for (size_t k = 0; k < drops_count(ds) && !f->drop_compact; k++) {
         const kv_drop *d = drops_at(ds, k);
-        f->drop_compact = d->seq <= r->floor_seq && f->min_seq < d->seq &&
-                          kv_slice_cmp(f_lo(f), d->hi) < 0 && kv_slice_cmp(f_hi(f), d->lo) >= 0 &&
+        f->drop_compact = d->seq <= r->floor_seq && drop_may_hide_in(f, d) &&
                           !snap_between(r, f->min_seq, d->seq);
     }
 }
@@ -409,6 +416,7 @@ void vset_drop_upkeep_done(vset *vs, const version_edit *e)
 typedef struct cmp_output {
     uint64_t number;
     sst_props props;
+    uint64_t clean_below; /* file_meta.drops_clean_below of the table */
 } cmp_output;
 
 /* The table being written and those finished, shared by compaction and build_level0. */
@@ -420,8 +428,8 @@ typedef struct out_writer {
     uint8_t prefix[KV_PARTITION_PREFIX_MAX]; /* the partition prefix of b's keys */
     size_t prefix_len;
     uint64_t paced;        /* bytes of b already reported to vs->compaction_pace */
-    const drop_set *drops; /* compactions: tables are also cut at their bounds */
-    kv_buf last;           /* with drops: the last user key added */
+    const drop_set *drops; /* compactions: the input version's range deletions */
+    uint64_t clean_below;  /* of b: see file_meta.drops_clean_below */
     cmp_output *outs;
     size_t nouts, capouts;
 } out_writer;
@@ -461,23 +469,20 @@ static int out_add(out_writer *w, kv_slice ikey, kv_slice value)
     int rc = 0;
     if (w->b && w->vs->opts.partition_prefix_bytes && out_new_partition(w, ukey))
         rc = out_finish(w);
-    /* a range deletion's keys get tables of their own, so the ones it hides are gone from
-     * every table overlapping it once compacted, and it can retire (vset_drop_upkeep) */
-    if (rc == 0 && w->drops) {
-        if (w->b && kv_slice_cmp(kv_buf_slice(&w->last), ukey) < 0 &&
-            drops_bound_between(w->drops, kv_buf_slice(&w->last), ukey))
-            rc = out_finish(w);
-        if (rc == 0)
-            rc = kv_buf_set(&w->last, ukey.data, ukey.len);
-    }
     if (rc == 0 && !w->b) {
         rc = out_open(w);
+        w->clean_below = w->drops ? drops_max_seq(w->drops) + 1 : 0;
         w->prefix_len = KV_MIN(w->vs->opts.partition_prefix_bytes, ukey.len);
         memcpy(w->prefix, ukey.data, w->prefix_len);
         w->paced = 0;
     }
     if (rc == 0)
         rc = sst_builder_add(w->b, ikey, value);
+    if (rc == 0 && w->drops) { /* a kept version a range deletion still hides */
+        uint64_t hider = drops_next_above(w->drops, ukey, ikey_tag(ikey) >> 8);
+        if (hider < w->clean_below)
+            w->clean_below = hider;
+    }
     /* a compaction (not a flush, which frees memory writers may wait for) lets the store
      * slow it down every VSET_PACE_BYTES */
     if (rc == 0 && w->level > 0 && w->vs->compaction_pace &&
@@ -503,6 +508,7 @@ static int out_finish(out_writer *w)
     cmp_output *o = &w->outs[w->nouts];
     memset(o, 0, sizeof *o);
     o->number = w->number;
+    o->clean_below = w->clean_below;
     sst_builder *b = w->b;
     w->b = NULL;
     int rc = sst_builder_finish(b, &o->props);
@@ -541,7 +547,6 @@ static void out_release(out_writer *w, int discard)
         sst_props_free(&w->outs[i].props);
     }
     free(w->outs);
-    kv_buf_free(&w->last);
     memset(w, 0, sizeof *w);
 }
 
@@ -730,8 +735,11 @@ static int job_fill_edit(cmp_job *j, version_edit *e)
     for (int s = 0; s < 2; s++)
         for (size_t i = 0; i < c->in[s].n && rc == 0; i++)
             rc = edit_delete_file(e, c->level + s, c->in[s].f[i]->number);
-    for (size_t i = 0; i < j->w.nouts && rc == 0; i++)
+    for (size_t i = 0; i < j->w.nouts && rc == 0; i++) {
         rc = edit_add_file(e, c->out_level, j->w.outs[i].number, &j->w.outs[i].props);
+        if (rc == 0)
+            e->added[e->nadded - 1].f->drops_clean_below = j->w.outs[i].clean_below;
+    }
     return rc;
 }
 

@@ -2,10 +2,9 @@
  * drops.c -- the immutable, shared set of range deletions (drops.h).
  *
  * Layout: one allocation holds the struct, the drops sorted by (lo, seq), a prefix maximum of
- * their hi bounds, every bound sorted (for drops_bound_between), and the key bytes. A query
- * binary-searches the last drop whose lo is <= the key, then walks back while the prefix maximum
- * says an earlier drop can still reach the key: for disjoint ranges (the common case: one per
- * deleted file) that is one step.
+ * their hi bounds, and the key bytes. A query binary-searches the last drop whose lo is <= the
+ * key, then walks back while the prefix maximum says an earlier drop can still reach the key:
+ * for disjoint ranges (the common case: one per deleted file) that is one step.
  */
 #include "drops.h"
 
@@ -15,15 +14,9 @@
 struct drop_set {
     atomic_int refs;
     size_t n;
-    kv_drop *d;       /* n drops, sorted by (lo, seq); slices point into bytes */
-    size_t *max_hi;   /* max_hi[i]: index of the largest hi among d[0..i] */
-    kv_slice *bounds; /* every lo and hi, sorted (2n; repeats kept) */
+    kv_drop *d;     /* n drops, sorted by (lo, seq); slices point into bytes */
+    size_t *max_hi; /* max_hi[i]: index of the largest hi among d[0..i] */
 };
-
-static int slice_cmp(const void *a, const void *b)
-{
-    return kv_slice_cmp(*(const kv_slice *)a, *(const kv_slice *)b);
-}
 
 static int drop_cmp(const void *a, const void *b)
 {
@@ -69,7 +62,7 @@ int drops_make(const drop_set *base, const kv_drop *add, size_t nadd, const uint
     n += nadd;
     if (n == 0)
         return 0;
-    size_t head = sizeof(drop_set) + n * (sizeof(kv_drop) + sizeof(size_t) + 2 * sizeof(kv_slice));
+    size_t head = sizeof(drop_set) + n * (sizeof(kv_drop) + sizeof(size_t));
     drop_set *s = malloc(head + keys);
     if (!s)
         return -ENOMEM;
@@ -77,7 +70,6 @@ int drops_make(const drop_set *base, const kv_drop *add, size_t nadd, const uint
     s->n = n;
     s->d = (kv_drop *)(s + 1);
     s->max_hi = (size_t *)(s->d + n);
-    s->bounds = (kv_slice *)(s->max_hi + n);
     uint8_t *bytes = (uint8_t *)s + head;
     size_t k = 0;
     for (size_t i = 0; i < nbase; i++)
@@ -91,11 +83,6 @@ int drops_make(const drop_set *base, const kv_drop *add, size_t nadd, const uint
         if (kept == 0 || s->d[kept - 1].seq != s->d[i].seq)
             s->d[kept++] = s->d[i];
     s->n = n = kept;
-    for (size_t i = 0; i < n; i++) {
-        s->bounds[2 * i] = s->d[i].lo;
-        s->bounds[2 * i + 1] = s->d[i].hi;
-    }
-    qsort(s->bounds, 2 * n, sizeof *s->bounds, slice_cmp);
     for (size_t i = 0; i < n; i++) {
         size_t best = i;
         if (i > 0 && kv_slice_cmp(s->d[s->max_hi[i - 1]].hi, s->d[i].hi) > 0)
@@ -177,17 +164,11 @@ uint64_t drops_cover_span(const drop_set *s, kv_slice lo, kv_slice hi, uint64_t 
     return best;
 }
 
-int drops_bound_between(const drop_set *s, kv_slice a, kv_slice b)
+uint64_t drops_max_seq(const drop_set *s)
 {
-    if (!s)
-        return 0;
-    size_t lo = 0, hi = 2 * s->n; /* the first bound > a */
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (kv_slice_cmp(s->bounds[mid], a) <= 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo < 2 * s->n && kv_slice_cmp(s->bounds[lo], b) <= 0;
+    uint64_t m = 0;
+    for (size_t i = 0; i < drops_count(s); i++)
+        if (s->d[i].seq > m)
+            m = s->d[i].seq;
+    return m;
 }

@@ -46,8 +46,7 @@ uint64_t drops_next_above(const drop_set *s, kv_slice key, uint64_t seq);
  * ends included, lo <= hi); UINT64_MAX if there is none. */
 uint64_t drops_cover_span(const drop_set *s, kv_slice lo, kv_slice hi, uint64_t above);
 
-/* 1 if the lo or hi of some drop lies in (a, b] (a < b): a table cut between a and b keeps
- * every range's keys apart from the keys around it. */
-int drops_bound_between(const drop_set *s, kv_slice a, kv_slice b);
+/* The largest seq in the set (0 for none). */
+uint64_t drops_max_seq(const drop_set *s);
 
 #endif /* KV_DROPS_H */

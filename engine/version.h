@@ -59,11 +59,14 @@ typedef struct file_meta {
     uint64_t min_seq, max_seq;
     kv_buf smallest, largest; /* internal keys */
     atomic_int refs;
-    int compacting;          /* protected by vset->mu */
-    int drop_compact;        /* (vset->mu) holds entries a range deletion hides: rewrite it */
-    int obsolete;            /* set once an installed edit deleted it */
-    struct vset *vs;         /* for path, cache and unlink on last unref */
-    pthread_mutex_t open_mu; /* serialises the lazy open of reader */
+    int compacting;             /* protected by vset->mu */
+    int drop_compact;           /* (vset->mu) holds entries a range deletion hides: rewrite it */
+    uint64_t drops_clean_below; /* written by a compaction: no range deletion of its input
+                                   version with a smaller seq hides a version here (0: not
+                                   known, e.g. a flushed table or one read from the MANIFEST) */
+    int obsolete;               /* set once an installed edit deleted it */
+    struct vset *vs;            /* for path, cache and unlink on last unref */
+    pthread_mutex_t open_mu;    /* serialises the lazy open of reader */
     sst_reader *_Atomic reader;
 } file_meta;
 

@@ -4,7 +4,8 @@
  *
  * Part 1 (a few seconds, small memtable so flushes and compactions run all the time):
  *   - 4 writer threads, each owning a disjoint key set: single keys "w<W>-k<I>" get puts
- *     (value = writer, key, version, padding derived from them) and deletes; groups
+ *     (value = writer, key, version, padding derived from them) and deletes (some as range
+ *     deletions of exactly that key); groups
  *     "w<W>-g<G>-<1..5>" get batches writing all five keys with one new version number.
  *     Each writer keeps its own model and reads its keys back (read-your-writes). Every
  *     kv_write's sequence range is recorded; ranges of all writers must never overlap.
@@ -138,13 +139,20 @@ static void writer_single(writer *wr, kv_batch *b)
     single_key(wr->id, i, k);
     int del = rng_next(&wr->rng) % 5 == 0;
     int via_batch = rng_next(&wr->rng) % 2;
+    int as_range = del && via_batch && rng_next(&wr->rng) % 4 == 0;
     int rc;
     uint32_t ver = wr->single_ver[i] + 1;
     size_t vl = del ? 0 : make_value(k, ver, v);
     if (via_batch) {
         uint64_t seq = 0;
         kv_batch_clear(b);
-        rc = del ? kv_batch_delete(b, k, strlen(k)) : kv_batch_put(b, k, strlen(k), v, vl);
+        size_t kl = strlen(k);
+        char end[33];
+        memcpy(end, k, kl + 1); /* [k, k "\0"): the range of exactly k */
+        if (as_range)
+            rc = kv_batch_delete_range(b, k, kl, end, kl + 1);
+        else
+            rc = del ? kv_batch_delete(b, k, kl) : kv_batch_put(b, k, kl, v, vl);
         if (rc == 0)
             rc = kv_write(db, b, 0, &seq);
         if (rc == 0)
