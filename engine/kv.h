@@ -248,7 +248,8 @@ typedef struct kv_stats {
     uint64_t level_bytes[KV_MAX_LEVELS];
     uint64_t named_snapshots, live_snapshots;
     uint64_t oldest_readable_seq;
-    int sticky_error; /* 0 or the negative errno that stopped writes */
+    int sticky_error;         /* 0 or the negative errno that stopped writes */
+    uint64_t range_deletions; /* live range deletions (kv_batch_delete_range) not retired yet */
 } kv_stats;
 
 int kv_get_stats(kv_db *db, kv_stats *st);

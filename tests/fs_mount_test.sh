@@ -74,6 +74,10 @@ kvfs_mount || fs_done
 head -c $((64 << 20)) /dev/urandom >"$TMP/big"
 cp "$TMP/big" "$MNT/big1" && cp "$TMP/big" "$MNT/big2" && sync "$MNT/big2"
 rm "$MNT/big1"
+ctl stats
+rd=$(sed -n 's/^range deletions *\([0-9]*\).*/\1/p' "$TMP/ctl.out")
+((${rd:-0} >= 1)) && ok "kvfsctl stats shows the range deletion of the removed file ($rd)" ||
+    bad "kvfsctl stats: range deletions '${rd:-missing}'"
 echo beside >"$MNT/beside"
 check_eq "a write right after rm of a 64 MiB file" "$(cat "$MNT/beside")" beside
 check_fails "the removed file is gone" test -e "$MNT/big1"

@@ -990,6 +990,8 @@ static void stats_print(const ctl_backend *be, const kv_stats *s)
     }
     ctl_human_bytes(bytes, a, sizeof(a));
     printf("tables                %" PRIu64 " files, %s\n", files, a);
+    printf("range deletions       %" PRIu64 " (waiting for compaction to retire them)\n",
+           s->range_deletions);
     for (int i = 0; i < KV_MAX_LEVELS; i++) {
         if (!s->level_files[i])
             continue;
