@@ -2,10 +2,10 @@
  * test_crash.c -- durability across SIGKILL, through engine/kv.h only.
  *
  * Each cycle forks a child that opens the store and performs an endless series of synced
- * writes ("units"): unit c is a put, a delete or a batch of several ops, all derived from the
- * counter c alone, so the parent can recompute every key and value. After each acknowledged
- * unit the child writes c to a pipe. The parent kills the child with SIGKILL after a random
- * 5-200 ms, reopens the store and checks it against its model:
+ * writes ("units"): unit c is a put, a delete, a range deletion of up to 12 keys or a batch
+ * of several such ops, all derived from the counter c alone, so the parent can recompute every key
+ * and value. After each acknowledged unit the child writes c to a pipe. The parent kills the child
+ * with SIGKILL after a random 5-200 ms, reopens the store and checks it against its model:
  *
  *   - every acknowledged unit is present; the one unit that may have been in flight (the
  *     next after the last acknowledgement) is present either wholly or not at all;
@@ -31,6 +31,7 @@
 
 typedef struct op {
     int del;
+    int width; /* a range deletion of keys [key, key + width) when > 0 */
     int key;
     uint32_t len;
     uint64_t c; /* unit counter */
@@ -86,6 +87,12 @@ static int unit_ops(uint64_t c, op *ops)
         ops[i].i = i;
         ops[i].key = (int)(r % NKEYS);
         ops[i].del = n == 1 ? (kind >= 6) : ((r >> 20) % 4 == 0);
+        ops[i].width = 0;
+        if (ops[i].del && (r >> 24) % 3 == 0) {
+            ops[i].width = 1 + (int)((r >> 28) % 12);
+            if (ops[i].key + ops[i].width > NKEYS)
+                ops[i].width = NKEYS - ops[i].key;
+        }
         uint64_t lr = (r >> 32) % 100;
         ops[i].len = ops[i].del ? 0
                      : lr < 95  ? 10 + (uint32_t)((r >> 40) % 300)
@@ -99,11 +106,14 @@ static void apply_unit(slot *m, uint64_t c)
     op ops[MAX_OPS];
     int n = unit_ops(c, ops);
     for (int i = 0; i < n; i++) {
-        slot *s = &m[ops[i].key];
-        s->present = !ops[i].del;
-        s->c = c;
-        s->i = i;
-        s->len = ops[i].len;
+        int width = ops[i].width ? ops[i].width : 1;
+        for (int k = ops[i].key; k < ops[i].key + width; k++) {
+            slot *s = &m[k];
+            s->present = !ops[i].del;
+            s->c = c;
+            s->i = i;
+            s->len = ops[i].len;
+        }
     }
 }
 
@@ -145,7 +155,7 @@ static void child_run(const char *dir, const cycle_opts *co, uint64_t start, int
         op ops[MAX_OPS];
         int n = unit_ops(c, ops);
         char k[16];
-        if (n == 1) {
+        if (n == 1 && ops[0].width == 0) {
             key_of(ops[0].key, k);
             if (ops[0].del) {
                 rc = kv_delete(db, k, strlen(k), flags);
@@ -157,7 +167,11 @@ static void child_run(const char *dir, const cycle_opts *co, uint64_t start, int
             kv_batch_clear(b);
             for (int i = 0; i < n && rc == 0; i++) {
                 key_of(ops[i].key, k);
-                if (ops[i].del) {
+                if (ops[i].width) {
+                    char end[16];
+                    key_of(ops[i].key + ops[i].width, end);
+                    rc = kv_batch_delete_range(b, k, strlen(k), end, strlen(end));
+                } else if (ops[i].del) {
                     rc = kv_batch_delete(b, k, strlen(k));
                 } else {
                     gen_value(c, i, ops[i].len, buf);
