@@ -9,7 +9,7 @@
  * file after the level's compact pointer (round robin); then every L+1 file overlapping them.
  * Both input sets are closed under user-key overlap within their level ("boundary inputs",
  * engine-notes.md section 5), so the versions of one user key are never split between a
- * compaction's inputs and what it leaves behind. The last level is never picked;
+ * compaction's inputs and what it leaves behind. The last level is never picked for size;
  * vset_compact_range compacts it into itself.
  *
  * Outputs to a level below opts.uncompressed_levels (build_opts_for) are stored uncompressed.
@@ -20,8 +20,8 @@
  * when no level needs compacting for size, rewritten into the next level. Every compaction
  * output records the oldest range deletion of its input version that still hides one of its
  * versions (drops_clean_below), so a rewritten table no longer holds a deletion back, and it
- * retires once no table may hold a version it hides. (Tables of the last level are not
- * flagged.)
+ * retires once no table may hold a version it hides. A flagged table of the last level is
+ * rewritten into that level.
  *
  * Merging, for each user key newest to oldest (s = a version's seq, s' = the next newer
  * version's seq, or the seq of the oldest range deletion of the input version (drops.h) that
@@ -275,7 +275,7 @@ compaction *vset_pick_compaction(vset *vs)
         tried[best] = 1;
         c = cmp_pick_level(vs, v, best);
     }
-    for (int l = 0; l < KV_MAX_LEVELS - 1 && !c; l++)
+    for (int l = 0; l < KV_MAX_LEVELS && !c; l++) /* the last level into itself */
         for (size_t i = 0; i < v->nfiles[l] && !c; i++) {
             file_meta *f = v->files[l][i];
             if (f->drop_compact && !f->compacting && (c = cmp_try(vs, v, l, f)) != NULL)
@@ -392,7 +392,7 @@ int vset_drop_upkeep(vset *vs, const retention *r, version_edit *e)
         if (!drop_still_hides(v, e, d) && (rc = edit_delete_drop(e, d->seq)) == 0)
             changes++;
     }
-    for (int l = 0; l < KV_MAX_LEVELS - 1 && rc == 0; l++)
+    for (int l = 0; l < KV_MAX_LEVELS && rc == 0; l++)
         for (size_t i = 0; i < v->nfiles[l]; i++)
             if (!edit_deletes_file(e, l, v->files[l][i]->number))
                 drop_flag_file(v->files[l][i], ds, r);

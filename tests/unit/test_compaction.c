@@ -2,8 +2,8 @@
  * test_compaction.c -- compaction against a brute-force reference of the retention rules
  * (version.h retention; compaction.c header), output cutting only between user keys, picking
  * and busy marks, L0 overlap closure, the last level compacting into itself, cleanup after a
- * failed compaction, unlinking of obsolete inputs once no version references them, and
- * partitioned outputs with level 0 counted by depth.
+ * failed compaction, unlinking of obsolete inputs once no version references them,
+ * partitioned outputs with level 0 counted by depth, and range-deletion upkeep.
  */
 #include <dirent.h>
 #include <limits.h>
@@ -671,6 +671,100 @@ static void test_tombstone_base_level(void)
     tu_rmtree(dir);
 }
 
+/* Applies one range deletion [k<lo>, k<hi>) at seq to the version, as a flush's edit does. */
+static void add_drop(vset *vs, int lo, int hi, uint64_t seq)
+{
+    char a[16], b[16];
+    size_t al = key_str(a, lo), bl = key_str(b, hi);
+    version_edit e;
+    edit_init(&e);
+    CHECK_OK(edit_add_drop(&e, seq, kv_slice_of(a, al), kv_slice_of(b, bl)));
+    CHECK_OK(vset_log_and_apply(vs, &e));
+    edit_free(&e);
+}
+
+/* One vset_drop_upkeep pass with r, applied. Returns the changes it made. */
+static int upkeep(vset *vs, const retention *r)
+{
+    version_edit e;
+    edit_init(&e);
+    int n = vset_drop_upkeep(vs, r, &e);
+    CHECK(n >= 0);
+    if (n > 0)
+        CHECK_OK(vset_log_and_apply(vs, &e));
+    vset_drop_upkeep_done(vs, &e);
+    edit_free(&e);
+    return n;
+}
+
+static size_t files_at(vset *vs, int level)
+{
+    version *v = vset_current(vs);
+    size_t n = v->nfiles[level];
+    version_unref(v);
+    return n;
+}
+
+static size_t drops_now(vset *vs)
+{
+    version *v = vset_current(vs);
+    size_t n = drops_count(v->drops);
+    version_unref(v);
+    return n;
+}
+
+/* Range-deletion upkeep: nothing while the deletion is above the floor; a table partly under
+ * it, here in the last level, is flagged and rewritten into that level without the hidden
+ * keys; a table wholly under it goes without being read, but not while a snapshot between its
+ * entries and the deletion needs it; then the deletion retires, and nothing it hid shows. */
+static void test_drop_upkeep(void)
+{
+    const char *dir = tu_tmpdir("cmpdrop");
+    kv_options o;
+    opts_default(&o, 1 << 20);
+    vset *vs;
+    CHECK_OK(vset_open(dir, &o, NULL, &vs));
+    ent whole[] = {mk(10, 1), mk(11, 2), mk(12, 3)};
+    add_table(vs, 3, whole, 3);
+    ent part[] = {mk(18, 4), mk(20, 5), mk(30, 6)}; /* 18, 20 hidden; 30 is not */
+    add_table(vs, KV_MAX_LEVELS - 1, part, 3);
+    add_drop(vs, 10, 25, 50);
+    CHECK(drops_now(vs) == 1);
+
+    uint64_t snap = 2;
+    retention below = {40, NULL, 0, 0}; /* the deletion is above the floor: nothing yet */
+    CHECK(upkeep(vs, &below) == 0);
+    CHECK(vset_pick_compaction(vs) == NULL);
+    retention pinned = {100, &snap, 1, 0}; /* a snapshot at 2 still sees k0010 and k0011 */
+    CHECK(upkeep(vs, &pinned) == 0);
+    CHECK(files_at(vs, 3) == 1);
+    compaction *c = vset_pick_compaction(vs); /* the last-level table: the snapshot sees none */
+    CHECK(c != NULL && compaction_level(c) == KV_MAX_LEVELS - 1);
+    run_result rr = run_and_apply(vs, c, &pinned);
+    CHECK(rr.deleted == 1 && rr.added == 1 && rr.level == KV_MAX_LEVELS - 1);
+    CHECK(upkeep(vs, &pinned) == 0 && drops_now(vs) == 1); /* level 3 still holds it back */
+    CHECK(vset_pick_compaction(vs) == NULL);
+
+    retention free_r = {100, NULL, 0, 0};
+    CHECK(upkeep(vs, &free_r) == 2); /* the wholly covered table goes, the deletion retires */
+    CHECK(files_at(vs, 3) == 0 && drops_now(vs) == 0 && vset_pick_compaction(vs) == NULL);
+    version *v = vset_current(vs);
+    char key[16];
+    uint64_t seq;
+    unsigned type;
+    kv_buf val = {0};
+    CHECK_RC(version_get(v, kv_slice_of(key, key_str(key, 20)), KV_MAX_SEQ, &seq, &type, &val), 0);
+    CHECK_RC(version_get(v, kv_slice_of(key, key_str(key, 30)), KV_MAX_SEQ, &seq, &type, &val), 1);
+    CHECK(seq == 6);
+    kv_buf_free(&val);
+    version_unref(v);
+    vset_close(vs);
+    CHECK_OK(vset_open(dir, &o, NULL, &vs)); /* the MANIFEST says the same */
+    CHECK(drops_now(vs) == 0 && files_at(vs, KV_MAX_LEVELS - 1) == 1 && files_at(vs, 3) == 0);
+    vset_close(vs);
+    tu_rmtree(dir);
+}
+
 static int fail_dir_sync(kvio_op op, const char *path, void *arg)
 {
     return op == KVIO_SYNC && path && strcmp(path, (const char *)arg) == 0 ? -EIO : 0;
@@ -730,6 +824,7 @@ int main(void)
     test_pick_and_busy();
     test_l0_closure_and_levels();
     test_tombstone_base_level();
+    test_drop_upkeep();
     test_failure_cleanup();
     test_partitions();
     test_pace();
