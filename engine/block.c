@@ -34,14 +34,10 @@ void blk_builder_init(blk_builder *b)
 
 static int blk_push_restart(blk_builder *b, uint32_t off)
 {
-    if (b->nrestarts == b->restarts_cap) {
-        size_t cap = b->restarts_cap ? b->restarts_cap * 2 : 64;
-        uint32_t *p = realloc(b->restarts, cap * sizeof *p);
-        if (!p)
-            return -ENOMEM;
-        b->restarts = p;
-        b->restarts_cap = cap;
-    }
+    uint32_t *p = kv_grow(b->restarts, &b->restarts_cap, b->nrestarts + 1, sizeof *p, 64);
+    if (!p)
+        return -ENOMEM;
+    b->restarts = p;
     b->restarts[b->nrestarts++] = off;
     return 0;
 }

@@ -28,14 +28,10 @@ uint64_t bloom_hash(kv_slice ukey)
 
 int bloom_builder_add_hash(bloom_builder *b, uint64_t h)
 {
-    if (b->n == b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 1024;
-        uint64_t *p = realloc(b->hashes, cap * sizeof *p);
-        if (!p)
-            return -ENOMEM;
-        b->hashes = p;
-        b->cap = cap;
-    }
+    uint64_t *p = kv_grow(b->hashes, &b->cap, b->n + 1, sizeof *p, 1024);
+    if (!p)
+        return -ENOMEM;
+    b->hashes = p;
     b->hashes[b->n++] = h;
     return 0;
 }

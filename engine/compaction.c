@@ -89,14 +89,10 @@ static int set_has(const file_set *s, const file_meta *f)
 
 static int set_add(file_set *s, file_meta *f)
 {
-    if (s->n == s->cap) {
-        size_t nc = s->cap ? s->cap * 2 : 8;
-        file_meta **p = realloc(s->f, nc * sizeof *p);
-        if (!p)
-            return -ENOMEM;
-        s->f = p;
-        s->cap = nc;
-    }
+    file_meta **p = kv_grow(s->f, &s->cap, s->n + 1, sizeof *p, 8);
+    if (!p)
+        return -ENOMEM;
+    s->f = p;
     s->f[s->n++] = f;
     return 0;
 }
@@ -497,14 +493,10 @@ static int out_finish(out_writer *w)
 {
     if (!w->b)
         return 0;
-    if (w->nouts == w->capouts) {
-        size_t nc = w->capouts ? w->capouts * 2 : 4;
-        cmp_output *p = realloc(w->outs, nc * sizeof *p);
-        if (!p)
-            return -ENOMEM;
-        w->outs = p;
-        w->capouts = nc;
-    }
+    cmp_output *p = kv_grow(w->outs, &w->capouts, w->nouts + 1, sizeof *p, 4);
+    if (!p)
+        return -ENOMEM;
+    w->outs = p;
     cmp_output *o = &w->outs[w->nouts];
     memset(o, 0, sizeof *o);
     o->number = w->number;
@@ -616,14 +608,10 @@ static int job_flush_pending(cmp_job *j)
 
 static int job_add_pending(cmp_job *j, uint64_t seq)
 {
-    if (j->npending == j->cappending) {
-        size_t nc = j->cappending ? j->cappending * 2 : 8;
-        uint64_t *p = realloc(j->pending, nc * sizeof *p);
-        if (!p)
-            return -ENOMEM;
-        j->pending = p;
-        j->cappending = nc;
-    }
+    uint64_t *p = kv_grow(j->pending, &j->cappending, j->npending + 1, sizeof *p, 8);
+    if (!p)
+        return -ENOMEM;
+    j->pending = p;
     j->pending[j->npending++] = seq;
     return 0;
 }

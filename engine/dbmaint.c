@@ -222,14 +222,10 @@ static int db_version_retained(const retention *r, uint64_t s, uint64_t s_next)
 static int db_history_append(kv_db *db, kv_version **list, size_t *n, size_t *cap,
                              const kv_parsed_key *pk, kv_slice stored)
 {
-    if (*n == *cap) {
-        size_t ncap = *cap ? *cap * 2 : 16;
-        kv_version *p = realloc(*list, ncap * sizeof *p);
-        if (!p)
-            return kv_error(-ENOMEM, "out of memory listing history");
-        *list = p;
-        *cap = ncap;
-    }
+    kv_version *p = kv_grow(*list, cap, *n + 1, sizeof *p, 16);
+    if (!p)
+        return kv_error(-ENOMEM, "out of memory listing history");
+    *list = p;
     kv_version *v = &(*list)[(*n)++];
     memset(v, 0, sizeof *v);
     v->seq = pk->seq;

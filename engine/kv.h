@@ -86,6 +86,12 @@ typedef struct kv_options {
 
 void kv_options_init(kv_options *opt);
 
+/* Growable arrays, for the engine and its users alike: returns arr (count of elements in use
+ * is the caller's) with room for at least need elements of elem bytes, *cap doubled from
+ * min_cap until it fits. NULL when that fails (overflow or no memory): arr and *cap are then
+ * unchanged and arr is still the caller's to free. */
+void *kv_grow(void *arr, size_t *cap, size_t need, size_t elem, size_t min_cap);
+
 /* Opens (or creates) the store in directory dir. OUT: *db. */
 int kv_open(const char *dir, const kv_options *opt, kv_db **db);
 

@@ -425,14 +425,10 @@ void kvio_free_list(char **names, size_t n)
 /* Appends a copy of name to the list. */
 static int kvio_list_push(char ***names, size_t *n, size_t *cap, const char *name)
 {
-    if (*n == *cap) {
-        size_t ncap = *cap ? *cap * 2 : 16;
-        char **p = realloc(*names, ncap * sizeof *p);
-        if (!p)
-            return -ENOMEM;
-        *names = p;
-        *cap = ncap;
-    }
+    char **p = kv_grow(*names, cap, *n + 1, sizeof *p, 16);
+    if (!p)
+        return -ENOMEM;
+    *names = p;
     char *copy = strdup(name);
     if (!copy)
         return -ENOMEM;

@@ -124,17 +124,13 @@ void edit_set_last_seq(version_edit *e, uint64_t s)
     e->last_seq = s;
 }
 
-/* Makes room for one more element of size sz in *arr (count n, capacity *cap). */
+/* Makes room for one more element of size sz in *arr (count n, capacity *cap): kv_grow. */
 static int grow(void **arr, size_t n, size_t *cap, size_t sz)
 {
-    if (n < *cap)
-        return 0;
-    size_t nc = *cap ? *cap * 2 : 4;
-    void *p = realloc(*arr, nc * sz);
+    void *p = kv_grow(*arr, cap, n + 1, sz, 4);
     if (!p)
         return -ENOMEM;
     *arr = p;
-    *cap = nc;
     return 0;
 }
 

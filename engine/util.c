@@ -24,21 +24,34 @@ int kv_slice_has_prefix(kv_slice s, kv_slice prefix)
     return s.len >= prefix.len && (prefix.len == 0 || memcmp(s.data, prefix.data, prefix.len) == 0);
 }
 
+void *kv_grow(void *arr, size_t *cap, size_t need, size_t elem, size_t min_cap)
+{
+    if (need <= *cap && arr)
+        return arr;
+    size_t nc = *cap ? *cap : (min_cap ? min_cap : 1);
+    while (nc < need) {
+        if (nc > SIZE_MAX / 2)
+            return NULL;
+        nc *= 2;
+    }
+    if (elem && nc > SIZE_MAX / elem)
+        return NULL;
+    void *p = realloc(arr, nc * elem);
+    if (p)
+        *cap = nc;
+    return p;
+}
+
 int kv_buf_reserve(kv_buf *b, size_t extra)
 {
     if (b->cap - b->len >= extra)
         return 0;
     if (extra > SIZE_MAX / 2 - b->len)
         return -ENOMEM;
-    size_t want = b->len + extra;
-    size_t cap = b->cap ? b->cap : 64;
-    while (cap < want)
-        cap *= 2;
-    uint8_t *p = realloc(b->data, cap);
+    uint8_t *p = kv_grow(b->data, &b->cap, b->len + extra, 1, 64);
     if (!p)
         return -ENOMEM;
     b->data = p;
-    b->cap = cap;
     return 0;
 }
 

@@ -11,6 +11,8 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+
+#include "kv.h" /* kv_grow */
 #include <stdint.h>
 #include <string.h>
 

@@ -566,16 +566,12 @@ static int iters_push(iter ***its, size_t *n, size_t *cap, iter *it)
 {
     if (!it)
         return kv_error(-ENOMEM, "out of memory creating an iterator");
-    if (*n == *cap) {
-        size_t nc = *cap ? *cap * 2 : 8;
-        iter **p = realloc(*its, nc * sizeof *p);
-        if (!p) {
-            iter_destroy(it);
-            return kv_error(-ENOMEM, "out of memory creating an iterator");
-        }
-        *its = p;
-        *cap = nc;
+    iter **p = kv_grow(*its, cap, *n + 1, sizeof *p, 8);
+    if (!p) {
+        iter_destroy(it);
+        return kv_error(-ENOMEM, "out of memory creating an iterator");
     }
+    *its = p;
     (*its)[(*n)++] = it;
     return 0;
 }
@@ -693,16 +689,12 @@ out:
 
 static int samples_reserve(vset *vs, size_t extra)
 {
-    if (vs->capsamples - vs->nsamples >= extra)
+    if (extra == 0)
         return 0;
-    size_t nc = vs->capsamples ? vs->capsamples * 2 : 64;
-    while (nc - vs->nsamples < extra)
-        nc *= 2;
-    timemap_sample *p = realloc(vs->samples, nc * sizeof *p);
+    timemap_sample *p = kv_grow(vs->samples, &vs->capsamples, vs->nsamples + extra, sizeof *p, 64);
     if (!p)
         return -ENOMEM;
     vs->samples = p;
-    vs->capsamples = nc;
     return 0;
 }
 

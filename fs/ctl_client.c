@@ -44,14 +44,10 @@ int ctl_buf_put(ctl_buf *b, const void *p, size_t n)
     if (b->err)
         return b->err;
     if (b->len + n > b->cap) {
-        size_t nc = b->cap ? b->cap : 256;
-        while (nc < b->len + n)
-            nc *= 2;
-        uint8_t *nd = realloc(b->data, nc);
+        uint8_t *nd = kv_grow(b->data, &b->cap, b->len + n, 1, 256);
         if (!nd)
             return b->err = -ENOMEM;
         b->data = nd;
-        b->cap = nc;
     }
     if (n)
         memcpy(b->data + b->len, p, n);
@@ -435,16 +431,12 @@ int ctl_client_history(ctl_conn *c, const void *key, size_t klen, kv_version **l
     size_t cnt = 0, cap = 0;
     int rc = ctl_call1(c, CTL_HISTORY, key, klen, &resp);
     while (rc >= 0 && !resp.err && resp.pos < resp.len) {
-        if (cnt == cap) {
-            size_t nc = cap ? cap * 2 : 16;
-            kv_version *nv = realloc(v, nc * sizeof(*nv));
-            if (!nv) {
-                rc = ctl_err(-ENOMEM, "out of memory");
-                break;
-            }
-            v = nv;
-            cap = nc;
+        kv_version *nv = kv_grow(v, &cap, cnt + 1, sizeof(*nv), 16);
+        if (!nv) {
+            rc = ctl_err(-ENOMEM, "out of memory");
+            break;
         }
+        v = nv;
         kv_version *e = &v[cnt++];
         e->seq = ctl_buf_get_u64(&resp);
         e->time_ms = ctl_buf_get_u64(&resp);
@@ -492,16 +484,12 @@ int ctl_client_snap_list(ctl_conn *c, kv_snapinfo **list, size_t *n)
     int rc = ctl_call(c, &req, &resp);
     ctl_buf_free(&req);
     while (rc >= 0 && !resp.err && resp.pos < resp.len) {
-        if (cnt == cap) {
-            size_t nc = cap ? cap * 2 : 16;
-            kv_snapinfo *nv = realloc(v, nc * sizeof(*nv));
-            if (!nv) {
-                rc = ctl_err(-ENOMEM, "out of memory");
-                break;
-            }
-            v = nv;
-            cap = nc;
+        kv_snapinfo *nv = kv_grow(v, &cap, cnt + 1, sizeof(*nv), 16);
+        if (!nv) {
+            rc = ctl_err(-ENOMEM, "out of memory");
+            break;
         }
+        v = nv;
         get_snapinfo(&resp, &v[cnt++]);
     }
     rc = ctl_done(&resp, rc);

@@ -40,14 +40,10 @@ typedef struct inval_list {
 static void inval_add(void *arg, uint64_t parent, const char *name, size_t nlen, uint64_t ino)
 {
     inval_list *l = arg;
-    if (l->n == l->cap) {
-        size_t nc = l->cap ? l->cap * 2 : 16;
-        inval_ent *nv = realloc(l->v, nc * sizeof(*nv));
-        if (!nv)
-            return; /* best effort: the KVFS_TIMEOUT cache timeout bounds staleness */
-        l->v = nv;
-        l->cap = nc;
-    }
+    inval_ent *nv = kv_grow(l->v, &l->cap, l->n + 1, sizeof(*nv), 16);
+    if (!nv)
+        return; /* best effort: the KVFS_TIMEOUT cache timeout bounds staleness */
+    l->v = nv;
     inval_ent *e = &l->v[l->n++];
     e->parent = parent;
     e->ino = ino;

@@ -926,16 +926,12 @@ int layout_sweep_orphans(layout_fs *fs)
         const uint8_t *k = kv_iter_key(it, &kl);
         if (kl != 9)
             continue;
-        if (n == cap) {
-            size_t nc = cap ? cap * 2 : 64;
-            uint64_t *ni = realloc(inos, nc * sizeof(*ni));
-            if (!ni) {
-                rc = layout_error(-ENOMEM, "out of memory");
-                break;
-            }
-            inos = ni;
-            cap = nc;
+        uint64_t *ni = kv_grow(inos, &cap, n + 1, sizeof(*ni), 64);
+        if (!ni) {
+            rc = layout_error(-ENOMEM, "out of memory");
+            break;
         }
+        inos = ni;
         inos[n++] = get_be64(k + 1);
     }
     if (rc == 0 && kv_iter_status(it) < 0)
@@ -1451,14 +1447,10 @@ static int version_cmp(const void *a, const void *b)
 
 static int versions_push(kv_version **list, size_t *n, size_t *cap, const kv_version *v)
 {
-    if (*n == *cap) {
-        size_t nc = *cap ? *cap * 2 : 16;
-        kv_version *nl = realloc(*list, nc * sizeof(*nl));
-        if (!nl)
-            return layout_error(-ENOMEM, "out of memory");
-        *list = nl;
-        *cap = nc;
-    }
+    kv_version *nl = kv_grow(*list, cap, *n + 1, sizeof(*nl), 16);
+    if (!nl)
+        return layout_error(-ENOMEM, "out of memory");
+    *list = nl;
     (*list)[(*n)++] = *v;
     return 0;
 }
@@ -1608,16 +1600,12 @@ int layout_links(layout_fs *fs, uint64_t ino, layout_link **links, size_t *n)
         const uint8_t *k = kv_iter_key(it, &kl);
         if (kl < 18 || kl > 17 + LAYOUT_NAME_MAX)
             continue;
-        if (*n == cap) {
-            size_t nc = cap ? cap * 2 : 4;
-            layout_link *nv = realloc(v, nc * sizeof(*nv));
-            if (!nv) {
-                rc = layout_error(-ENOMEM, "out of memory");
-                break;
-            }
-            v = nv;
-            cap = nc;
+        layout_link *nv = kv_grow(v, &cap, *n + 1, sizeof(*nv), 4);
+        if (!nv) {
+            rc = layout_error(-ENOMEM, "out of memory");
+            break;
         }
+        v = nv;
         layout_link *l = &v[(*n)++];
         l->parent = get_be64(k + 9);
         l->nlen = kl - 17;
@@ -1787,16 +1775,12 @@ static int check_inodes(check_ctx *c, check_ino **out, size_t *n)
         const uint8_t *k = kv_iter_key(it, &kl);
         if (kl != 9)
             continue;
-        if (*n == cap) {
-            size_t nc = cap ? cap * 2 : 1024;
-            check_ino *nv = realloc(*out, nc * sizeof(*nv));
-            if (!nv) {
-                rc = layout_error(-ENOMEM, "out of memory");
-                break;
-            }
-            *out = nv;
-            cap = nc;
+        check_ino *nv = kv_grow(*out, &cap, *n + 1, sizeof(*nv), 1024);
+        if (!nv) {
+            rc = layout_error(-ENOMEM, "out of memory");
+            break;
         }
+        *out = nv;
         (*out)[(*n)++] = (check_ino){get_be64(k + 1), 0, 0};
     }
     if (rc == 0 && kv_iter_status(it) < 0)

@@ -222,14 +222,10 @@ static int kvx_collect_due(void *arg, uint64_t expire_at_ms, uint64_t ino)
     kvx_pending *p = arg;
     if (expire_at_ms > p->now)
         return 1; /* the index is in time order: nothing later is due */
-    if (p->n == p->cap) {
-        size_t nc = p->cap ? p->cap * 2 : 16;
-        uint64_t *nv = realloc(p->v, nc * sizeof(*nv));
-        if (!nv)
-            return -ENOMEM;
-        p->v = nv;
-        p->cap = nc;
-    }
+    uint64_t *nv = kv_grow(p->v, &p->cap, p->n + 1, sizeof(*nv), 16);
+    if (!nv)
+        return -ENOMEM;
+    p->v = nv;
     p->v[p->n++] = ino;
     return 0;
 }

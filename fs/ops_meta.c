@@ -775,14 +775,10 @@ static int dirh_add(kvfs_dirh *d, uint64_t ino, uint32_t type, const char *name,
 static int dirh_add_real(kvfs_dirh *d, uint64_t ino, uint64_t real, uint32_t type, const char *name,
                          size_t nlen)
 {
-    if (d->n == d->cap) {
-        size_t nc = d->cap ? d->cap * 2 : 64;
-        kvfs_dent *ne = realloc(d->ents, nc * sizeof(*ne));
-        if (!ne)
-            return -ENOMEM;
-        d->ents = ne;
-        d->cap = nc;
-    }
+    kvfs_dent *ne = kv_grow(d->ents, &d->cap, d->n + 1, sizeof(*ne), 64);
+    if (!ne)
+        return -ENOMEM;
+    d->ents = ne;
     char *s = malloc(nlen + 1);
     if (!s)
         return -ENOMEM;
@@ -1144,16 +1140,12 @@ static int list_xattrs(kvfs *fs, uint64_t id, char **out, size_t *len)
     for (kv_iter_seek_first(it); kv_iter_valid(it); kv_iter_next(it)) {
         size_t kl;
         const uint8_t *k = kv_iter_key(it, &kl);
-        if (n + kl - 9 + 1 > cap) {
-            size_t nc = (cap + kl) * 2;
-            char *nb = realloc(buf, nc);
-            if (!nb) {
-                rc = -ENOMEM;
-                break;
-            }
-            buf = nb;
-            cap = nc;
+        char *nb = kv_grow(buf, &cap, n + kl - 9 + 1, 1, 256);
+        if (!nb) {
+            rc = -ENOMEM;
+            break;
         }
+        buf = nb;
         memcpy(buf + n, k + 9, kl - 9);
         n += kl - 9;
         buf[n++] = '\0';
