@@ -16,6 +16,7 @@
  * kvfs.h) and the small helpers shared by the handlers.
  */
 #include "kvfs.h"
+#include "loop.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -349,6 +350,10 @@ static void kvfs_usage(const char *prog)
            "                           kernel's default (default 1024; needs root)\n"
            "    -f                     stay in the foreground\n"
            "    -d                     debug output (implies -f)\n"
+           "    -s                     one request at a time, in one thread\n"
+           "    -o max_threads=N       most request threads (default 10); kvfs's own loop\n"
+           "                           hands a serial caller's requests to one warm thread\n"
+           "                           and so ignores clone_fd and max_idle_threads\n"
            "    -o allow_other         let every user access the mount (permission checks\n"
            "                           as on a local disk: default_permissions is always on)\n"
            "    --help, -h             this text\n"
@@ -588,20 +593,21 @@ static void close_store(kvfs *fs)
     fs->db = NULL;
 }
 
+/* -s: libfuse's single-threaded loop in this thread; else kvfs's own (loop.c). -o clone_fd
+ * and -o max_idle_threads tune libfuse's multi-threaded loop, which kvfs does not use: its
+ * workers share one descriptor and park cheaply, so they are accepted and change nothing. */
 static int run_loop(kvfs *fs, const struct fuse_cmdline_opts *opts)
 {
-    if (opts->singlethread)
-        return fuse_session_loop(fs->se);
-    struct fuse_loop_config *cfg = fuse_loop_cfg_create();
-    if (!cfg)
-        return -ENOMEM;
-    fuse_loop_cfg_set_clone_fd(cfg, (unsigned)opts->clone_fd);
-    if (opts->max_idle_threads <= 100000) /* UINT_MAX means "not given" */
-        fuse_loop_cfg_set_idle_threads(cfg, opts->max_idle_threads);
-    if (opts->max_threads > 0 && opts->max_threads <= 100000)
-        fuse_loop_cfg_set_max_threads(cfg, opts->max_threads);
-    int rc = fuse_session_loop_mt(fs->se, cfg);
-    fuse_loop_cfg_destroy(cfg);
+    if (!opts->singlethread) {
+        unsigned max = opts->max_threads <= 100000 ? opts->max_threads : 0;
+        int rc = kvfs_loop_run(fs->se, max);
+        if (rc < 0)
+            kvfs_msg("the request loop failed: %s", strerror(-rc));
+        return rc;
+    }
+    kvfs_unblock_signals();
+    int rc = fuse_session_loop(fs->se);
+    kvfs_block_signals();
     return rc;
 }
 
@@ -610,6 +616,8 @@ static int kvfs_serve(kvfs *fs, struct fuse_args *args, const struct fuse_cmdlin
                       int ready_fd)
 {
     int status = 1, mounted = 0, handlers = 0;
+    /* before any thread starts, so that only the loop's supervisor takes them (loop.c) */
+    kvfs_block_signals();
     if (open_store(fs) < 0)
         goto out;
     fs->se = fuse_session_new(args, &kvfs_ops, sizeof(kvfs_ops), fs);

@@ -1,0 +1,431 @@
+/*
+ * loop.c -- the daemon's request loop: worker threads serving /dev/fuse, where the next request
+ * of a serial workload goes to the worker that has just served one.
+ *
+ * Why not libfuse's loop: the kernel wakes the threads waiting on /dev/fuse first come, first
+ * served, so under fuse_session_loop_mt every request of a serial workload (one process
+ * creating, writing and fsyncing file after file) goes to the worker that has slept longest:
+ * cold, and usually on another CPU that must be woken first. On a 2-vCPU machine a
+ * create+write+fsync cost 240 us that way and 160 us here (docs/performance-fs.md).
+ *
+ * Reader roles: a worker reads from the kernel only while it holds a reader role. A worker that
+ * has read a request keeps its role while it serves it, so when the caller's next request
+ * comes, the same warm thread reads it; the other workers park in user space, the most recently
+ * active on top. A role is handed on (to the top parked worker, else to a new one while fewer
+ * than max_threads exist) as soon as a second thread can help:
+ *   - more requests are queued behind the one just read: callers are running in parallel, and
+ *     for the next LOOP_POLL_WINDOW requests ("contended") a worker that finishes takes a role
+ *     of its own instead of parking, so that as many threads read as callers wait, or
+ *   - a worker has served the same request for a whole watchdog tick (LOOP_TICK_US): a cold
+ *     read or a write stall never keeps other callers waiting longer than that.
+ * Looking for queued requests costs a poll(2), a few microseconds on a 2-vCPU machine, so a
+ * reader looks only while contended or when the request comes from another thread (the pid
+ * in its header) than the one before: a serial caller, always the same thread, pays nothing.
+ * (Looking while a request is being served would not do: the caller, already answered, may
+ * have queued its next request before the worker has left the handler.)
+ *
+ * Invariants (l->mu): holders counts the workers holding a role (in the kernel or serving what
+ * they read); a worker parks only while holders > 0, so some worker will read and parked ones
+ * are woken when needed; only a holder calls fuse_session_receive_buf, the only place a worker
+ * may be cancelled (no lock held there).
+ *
+ * Shutdown: the session ends by unmount (the read fails with ENODEV and libfuse marks the
+ * session exited) or by SIGTERM/SIGINT/SIGHUP, which are blocked in every thread but the
+ * supervisor (the caller of kvfs_loop_run: it serves nothing, and its sem_wait is what the
+ * signal interrupts). The supervisor then wakes the parked workers, cancels the workers
+ * blocked in the kernel and joins every thread.
+ */
+#include "loop.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <linux/fuse.h>
+#include <poll.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* The watchdog's period: the longest one request holds the others up (see file comment). */
+#define LOOP_TICK_US 1000u
+/* Requests after the last queue seen during which the loop counts as contended. */
+#define LOOP_POLL_WINDOW 64u
+/* Workers when -o max_threads is not given (libfuse's own default). */
+#define LOOP_DEFAULT_THREADS 10u
+#define LOOP_MAX_THREADS 100000u
+
+typedef struct loop_worker {
+    struct kvfs_loop *loop;
+    pthread_t tid;
+    pthread_cond_t wake; /* parked here until given a role or the loop ends */
+    struct fuse_buf buf; /* request buffer, allocated by libfuse on first use */
+    int holding;         /* (mu) holds a reader role */
+    int parked;          /* (mu) in loop->parked */
+    int in_kernel;       /* (mu) inside fuse_session_receive_buf: cancellable */
+    int serving;         /* (mu) serving a request */
+    uint64_t served;     /* (mu) requests read by this worker */
+    uint64_t seen;       /* (mu) served at the watchdog's previous tick */
+} loop_worker;
+
+typedef struct kvfs_loop {
+    struct fuse_session *se;
+    int fd;
+    pthread_mutex_t mu;
+    size_t holders;       /* (mu) workers holding a reader role */
+    loop_worker **parked; /* (mu) stack: the top was active most recently */
+    size_t nparked;       /* (mu) */
+    loop_worker *workers; /* (mu) max_workers slots, nworkers started */
+    size_t nworkers, max_workers;
+    int ending;           /* (mu) no worker may start another request */
+    int error;            /* (mu) a failed read (negative errno) ended the session */
+    unsigned contended;   /* (mu) requests left in the contended window */
+    uint64_t requests;    /* (mu) requests read */
+    uint32_t last_caller; /* (mu) the thread that sent the last synchronous request */
+    int watching;         /* (mu) the watchdog ticks; 0: it sleeps until a request comes */
+    pthread_cond_t tick;  /* the watchdog sleeps here (CLOCK_MONOTONIC) */
+    pthread_t watchdog;
+    int watchdog_started;
+    sem_t ended;
+} kvfs_loop;
+
+static void *loop_worker_main(void *arg);
+
+/* The termination signals libfuse's handlers act on (fuse_set_signal_handlers). */
+static void loop_termination_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGHUP);
+}
+
+void kvfs_block_signals(void)
+{
+    sigset_t set;
+    loop_termination_signals(&set);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+void kvfs_unblock_signals(void)
+{
+    sigset_t set;
+    loop_termination_signals(&set);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+}
+
+/* Starts one more worker holding a reader role. 0, or -1 when max_threads exist or no thread
+ * can be created. (mu) */
+static int loop_spawn(kvfs_loop *l)
+{
+    if (l->nworkers == l->max_workers)
+        return -1;
+    loop_worker *w = &l->workers[l->nworkers];
+    memset(w, 0, sizeof(*w));
+    w->loop = l;
+    w->holding = 1;
+    if (pthread_cond_init(&w->wake, NULL) != 0)
+        return -1;
+    int rc = pthread_create(&w->tid, NULL, loop_worker_main, w);
+    if (rc != 0) {
+        pthread_cond_destroy(&w->wake);
+        return -1;
+    }
+    l->nworkers++;
+    l->holders++;
+    return 0;
+}
+
+/* Gives a reader role to another worker: the top parked one, else a new one. A no-op when every
+ * worker is busy and no more may start: the first to finish will read. (mu) */
+static void loop_add_reader(kvfs_loop *l)
+{
+    if (l->nparked > 0) {
+        loop_worker *next = l->parked[--l->nparked];
+        next->parked = 0;
+        next->holding = 1;
+        l->holders++;
+        pthread_cond_signal(&next->wake);
+    } else if (!l->ending) {
+        loop_spawn(l);
+    }
+}
+
+/* The serving worker w gives up its reader role to another worker. (mu) */
+static void loop_pass_reader(kvfs_loop *l, loop_worker *w)
+{
+    if (!w->holding)
+        return;
+    w->holding = 0;
+    l->holders--;
+    loop_add_reader(l);
+}
+
+/* Requests were seen queued behind the one w serves. (mu) */
+static void loop_queue_seen(kvfs_loop *l, loop_worker *w)
+{
+    l->contended = LOOP_POLL_WINDOW;
+    loop_pass_reader(l, w);
+}
+
+/* Takes w, woken without a role, off the parked stack. (mu) */
+static void loop_unpark(kvfs_loop *l, loop_worker *w)
+{
+    size_t i = 0;
+    while (l->parked[i] != w)
+        i++;
+    memmove(&l->parked[i], &l->parked[i + 1], (l->nparked - i - 1) * sizeof(*l->parked));
+    l->nparked--;
+    w->parked = 0;
+}
+
+/* Waits until w holds a reader role. Returns 0, or -1 once the loop is ending. (mu) */
+static int loop_take_reader(kvfs_loop *l, loop_worker *w)
+{
+    while (!l->ending && !w->holding) {
+        if (l->holders == 0 || l->contended > 0) {
+            if (w->parked)
+                loop_unpark(l, w);
+            w->holding = 1;
+            l->holders++;
+            break;
+        }
+        if (!w->parked) {
+            l->parked[l->nparked++] = w;
+            w->parked = 1;
+        }
+        pthread_cond_wait(&w->wake, &l->mu);
+    }
+    return l->ending ? -1 : 0;
+}
+
+/* Whether more requests wait in the kernel. */
+static int loop_queued(const kvfs_loop *l)
+{
+    struct pollfd p = {.fd = l->fd, .events = POLLIN};
+    return poll(&p, 1, 0) > 0 && (p.revents & POLLIN);
+}
+
+/* Ends the session from a worker: a failed read, or libfuse saw the unmount. (mu) */
+static void loop_end(kvfs_loop *l, int res)
+{
+    if (res < 0 && !l->error)
+        l->error = res;
+    if (!l->ending) {
+        l->ending = 1;
+        sem_post(&l->ended);
+    }
+}
+
+/* The thread that sent the request in buf and waits for its answer, or 0 when nobody waits:
+ * requests the kernel sends on its own (close's RELEASE, FORGET, INTERRUPT), behind which a
+ * serial caller's next request may already queue. */
+static uint32_t loop_waiting_caller(const struct fuse_buf *buf)
+{
+    if ((buf->flags & FUSE_BUF_IS_FD) || buf->size < sizeof(struct fuse_in_header))
+        return 0;
+    const struct fuse_in_header *in = buf->mem;
+    uint32_t op = in->opcode;
+    if (op == FUSE_RELEASE || op == FUSE_RELEASEDIR || op == FUSE_FORGET ||
+        op == FUSE_BATCH_FORGET || op == FUSE_INTERRUPT)
+        return 0;
+    return in->pid;
+}
+
+/* Bookkeeping once w has read a request; looks for a queue behind it while contended or when
+ * the caller changed (file comment). (mu) */
+static void loop_start_request(kvfs_loop *l, loop_worker *w)
+{
+    w->serving = 1;
+    w->served++;
+    l->requests++;
+    if (!l->watching) {
+        l->watching = 1;
+        pthread_cond_signal(&l->tick);
+    }
+    uint32_t caller = loop_waiting_caller(&w->buf);
+    int look = caller && (l->contended > 0 || caller != l->last_caller);
+    if (caller)
+        l->last_caller = caller;
+    if (look) {
+        if (l->contended > 0)
+            l->contended--;
+        pthread_mutex_unlock(&l->mu);
+        int queued = loop_queued(l);
+        pthread_mutex_lock(&l->mu);
+        if (queued)
+            loop_queue_seen(l, w);
+    }
+}
+
+static void *loop_worker_main(void *arg)
+{
+    loop_worker *w = arg;
+    kvfs_loop *l = w->loop;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+    pthread_mutex_lock(&l->mu);
+    while (loop_take_reader(l, w) == 0) {
+        w->in_kernel = 1;
+        pthread_mutex_unlock(&l->mu);
+        pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
+        int res = fuse_session_receive_buf(l->se, &w->buf);
+        pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+        pthread_mutex_lock(&l->mu);
+        w->in_kernel = 0;
+        if (res == -EINTR)
+            continue;
+        if (res <= 0 || fuse_session_exited(l->se)) {
+            loop_end(l, res);
+            break;
+        }
+        loop_start_request(l, w);
+        pthread_mutex_unlock(&l->mu);
+        fuse_session_process_buf(l->se, &w->buf);
+        pthread_mutex_lock(&l->mu);
+        w->serving = 0;
+        if (w->holding && l->holders > 1 && l->contended == 0) {
+            /* the contended spell is over: one reader is enough again */
+            w->holding = 0;
+            l->holders--;
+        }
+    }
+    pthread_mutex_unlock(&l->mu);
+    return NULL;
+}
+
+/* Adds us to the monotonic time ts. */
+static void loop_deadline(struct timespec *ts, unsigned us)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    uint64_t ns = (uint64_t)ts->tv_nsec + (uint64_t)us * 1000u;
+    ts->tv_sec += (time_t)(ns / 1000000000u);
+    ts->tv_nsec = (long)(ns % 1000000000u);
+}
+
+/* One watchdog tick (mu): a worker that has served the same request since the previous tick
+ * gives up its role. Returns whether any request was read or served during the tick. */
+static int loop_watch(kvfs_loop *l, uint64_t requests_before)
+{
+    int serving = 0;
+    for (size_t i = 0; i < l->nworkers; i++) {
+        loop_worker *w = &l->workers[i];
+        if (w->serving && w->served == w->seen && w->holding) {
+            l->contended = LOOP_POLL_WINDOW; /* a long request: others may be queueing */
+            loop_pass_reader(l, w);
+        }
+        w->seen = w->served;
+        serving |= w->serving;
+    }
+    return serving || l->requests != requests_before;
+}
+
+/* The watchdog: ticks while requests come (loop_watch), sleeps after a tick without any. */
+static void *loop_watchdog_main(void *arg)
+{
+    kvfs_loop *l = arg;
+    pthread_mutex_lock(&l->mu);
+    while (!l->ending) {
+        if (!l->watching) {
+            pthread_cond_wait(&l->tick, &l->mu);
+            continue;
+        }
+        uint64_t requests = l->requests;
+        struct timespec until;
+        loop_deadline(&until, LOOP_TICK_US);
+        while (!l->ending && pthread_cond_timedwait(&l->tick, &l->mu, &until) != ETIMEDOUT)
+            ;
+        if (!l->ending && !loop_watch(l, requests))
+            l->watching = 0;
+    }
+    pthread_mutex_unlock(&l->mu);
+    return NULL;
+}
+
+static int loop_init(kvfs_loop *l, struct fuse_session *se, unsigned max_threads)
+{
+    memset(l, 0, sizeof(*l));
+    l->se = se;
+    l->fd = fuse_session_fd(se);
+    l->max_workers = max_threads ? max_threads : LOOP_DEFAULT_THREADS;
+    if (l->max_workers > LOOP_MAX_THREADS)
+        l->max_workers = LOOP_MAX_THREADS;
+    l->workers = calloc(l->max_workers, sizeof(*l->workers));
+    l->parked = calloc(l->max_workers, sizeof(*l->parked));
+    pthread_condattr_t ca;
+    int rc = !l->workers || !l->parked ? ENOMEM : 0;
+    if (rc == 0 && (rc = pthread_condattr_init(&ca)) == 0) {
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        rc = pthread_cond_init(&l->tick, &ca);
+        pthread_condattr_destroy(&ca);
+        if (rc == 0 && (rc = pthread_mutex_init(&l->mu, NULL)) != 0)
+            pthread_cond_destroy(&l->tick);
+    }
+    if (rc == 0 && sem_init(&l->ended, 0, 0) != 0) {
+        rc = errno;
+        pthread_mutex_destroy(&l->mu);
+        pthread_cond_destroy(&l->tick);
+    }
+    if (rc) {
+        free(l->workers);
+        free(l->parked);
+    }
+    return -rc;
+}
+
+/* Ends every thread of the loop and frees it (the supervisor, after the session ended). */
+static void loop_teardown(kvfs_loop *l)
+{
+    pthread_mutex_lock(&l->mu);
+    l->ending = 1;
+    for (size_t i = 0; i < l->nworkers; i++) {
+        loop_worker *w = &l->workers[i];
+        if (w->in_kernel)
+            pthread_cancel(w->tid);
+        pthread_cond_signal(&w->wake);
+    }
+    pthread_cond_signal(&l->tick);
+    pthread_mutex_unlock(&l->mu);
+    /* no thread starts once ending is set: nworkers is final */
+    for (size_t i = 0; i < l->nworkers; i++) {
+        pthread_join(l->workers[i].tid, NULL);
+        pthread_cond_destroy(&l->workers[i].wake);
+        free(l->workers[i].buf.mem);
+    }
+    if (l->watchdog_started)
+        pthread_join(l->watchdog, NULL);
+    sem_destroy(&l->ended);
+    pthread_cond_destroy(&l->tick);
+    pthread_mutex_destroy(&l->mu);
+    free(l->workers);
+    free(l->parked);
+}
+
+int kvfs_loop_run(struct fuse_session *se, unsigned max_threads)
+{
+    kvfs_loop l;
+    int rc = loop_init(&l, se, max_threads);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&l.mu);
+    if (loop_spawn(&l) != 0) {
+        rc = -EAGAIN;
+    } else if ((rc = pthread_create(&l.watchdog, NULL, loop_watchdog_main, &l)) != 0) {
+        rc = -rc;
+    } else {
+        l.watchdog_started = 1;
+    }
+    pthread_mutex_unlock(&l.mu);
+
+    if (rc == 0) {
+        /* Only this thread takes the termination signals (kvfs_block_signals blocked them in
+         * every other): a signal interrupts the wait, libfuse's handler having marked the
+         * session exited. */
+        kvfs_unblock_signals();
+        while (!fuse_session_exited(se) && sem_wait(&l.ended) != 0 && errno == EINTR)
+            ;
+        kvfs_block_signals();
+    }
+    loop_teardown(&l);
+    return rc ? rc : l.error;
+}
