@@ -16,11 +16,12 @@
  *   - more requests are queued behind the one just read: callers are running in parallel, and
  *     for the next LOOP_POLL_WINDOW requests ("contended") a worker that finishes takes a role
  *     of its own instead of parking, so that as many threads read as callers wait, or
- *   - a worker has served the same request for a whole watchdog tick (LOOP_TICK_US): a cold
- *     read or a write stall never keeps other callers waiting longer than that.
+ *   - a worker has served the same request for LOOP_STUCK_TICKS watchdog ticks (LOOP_TICK_US)
+ *     while other requests queue: a cold read or a write stall keeps other callers waiting no
+ *     longer than that, while a lone caller's big reads and writes stay on one thread.
  * Looking for queued requests costs a poll(2), a few microseconds on a 2-vCPU machine, so a
- * reader looks only while contended or when the request comes from another thread (the pid
- * in its header) than the one before: a serial caller, always the same thread, pays nothing.
+ * reader looks only while contended or when the request comes from another thread (the pid in
+ * its header) than the one before: a serial caller, always the same thread, pays nothing.
  * (Looking while a request is being served would not do: the caller, already answered, may
  * have queued its next request before the worker has left the handler.)
  *
@@ -52,6 +53,11 @@
 #define LOOP_TICK_US 1000u
 /* Requests after the last queue seen during which the loop counts as contended. */
 #define LOOP_POLL_WINDOW 64u
+/* Ticks one request may be served while others queue before another worker reads: long
+ * enough for a 1 MiB read or write (1-3 ms; handing their readahead or their caller's next
+ * request to another thread made sequential I/O 10-20% slower), short enough that a cold read
+ * or a write stall keeps nobody waiting for long. */
+#define LOOP_STUCK_TICKS 5u
 /* Workers when -o max_threads is not given (libfuse's own default). */
 #define LOOP_DEFAULT_THREADS 10u
 #define LOOP_MAX_THREADS 100000u
@@ -67,6 +73,7 @@ typedef struct loop_worker {
     int serving;         /* (mu) serving a request */
     uint64_t served;     /* (mu) requests read by this worker */
     uint64_t seen;       /* (mu) served at the watchdog's previous tick */
+    unsigned same_ticks; /* (mu) ticks it has been serving the same request */
 } loop_worker;
 
 typedef struct kvfs_loop {
@@ -82,7 +89,7 @@ typedef struct kvfs_loop {
     int error;            /* (mu) a failed read (negative errno) ended the session */
     unsigned contended;   /* (mu) requests left in the contended window */
     uint64_t requests;    /* (mu) requests read */
-    uint32_t last_caller; /* (mu) the thread that sent the last synchronous request */
+    uint32_t last_caller; /* (mu) the thread that sent the last request we looked at */
     int watching;         /* (mu) the watchdog ticks; 0: it sleeps until a request comes */
     pthread_cond_t tick;  /* the watchdog sleeps here (CLOCK_MONOTONIC) */
     pthread_t watchdog;
@@ -226,10 +233,14 @@ static uint32_t loop_waiting_caller(const struct fuse_buf *buf)
     if ((buf->flags & FUSE_BUF_IS_FD) || buf->size < sizeof(struct fuse_in_header))
         return 0;
     const struct fuse_in_header *in = buf->mem;
-    uint32_t op = in->opcode;
-    if (op == FUSE_RELEASE || op == FUSE_RELEASEDIR || op == FUSE_FORGET ||
-        op == FUSE_BATCH_FORGET || op == FUSE_INTERRUPT)
+    switch (in->opcode) {
+    case FUSE_RELEASE:
+    case FUSE_RELEASEDIR:
+    case FUSE_FORGET:
+    case FUSE_BATCH_FORGET:
+    case FUSE_INTERRUPT:
         return 0;
+    }
     return in->pid;
 }
 
@@ -245,18 +256,19 @@ static void loop_start_request(kvfs_loop *l, loop_worker *w)
         pthread_cond_signal(&l->tick);
     }
     uint32_t caller = loop_waiting_caller(&w->buf);
-    int look = caller && (l->contended > 0 || caller != l->last_caller);
-    if (caller)
-        l->last_caller = caller;
-    if (look) {
-        if (l->contended > 0)
-            l->contended--;
-        pthread_mutex_unlock(&l->mu);
-        int queued = loop_queued(l);
-        pthread_mutex_lock(&l->mu);
-        if (queued)
-            loop_queue_seen(l, w);
-    }
+    if (!caller)
+        return;
+    int changed = caller != l->last_caller;
+    l->last_caller = caller;
+    if (!changed && l->contended == 0)
+        return;
+    if (l->contended > 0)
+        l->contended--;
+    pthread_mutex_unlock(&l->mu);
+    int queued = loop_queued(l);
+    pthread_mutex_lock(&l->mu);
+    if (queued)
+        loop_queue_seen(l, w);
 }
 
 static void *loop_worker_main(void *arg)
@@ -303,19 +315,25 @@ static void loop_deadline(struct timespec *ts, unsigned us)
     ts->tv_nsec = (long)(ns % 1000000000u);
 }
 
-/* One watchdog tick (mu): a worker that has served the same request since the previous tick
- * gives up its role. Returns whether any request was read or served during the tick. */
+/* One watchdog tick (mu): a worker that has served the same request for LOOP_STUCK_TICKS,
+ * while other requests queue, gives up its role. Returns whether any request was read or
+ * served during the tick. */
 static int loop_watch(kvfs_loop *l, uint64_t requests_before)
 {
     int serving = 0;
     for (size_t i = 0; i < l->nworkers; i++) {
         loop_worker *w = &l->workers[i];
-        if (w->serving && w->served == w->seen && w->holding) {
-            l->contended = LOOP_POLL_WINDOW; /* a long request: others may be queueing */
-            loop_pass_reader(l, w);
-        }
-        w->seen = w->served;
+        uint64_t served = w->served;
+        w->same_ticks = w->serving && served == w->seen ? w->same_ticks + 1 : 0;
+        w->seen = served;
         serving |= w->serving;
+        if (w->same_ticks >= LOOP_STUCK_TICKS && w->holding) {
+            pthread_mutex_unlock(&l->mu);
+            int queued = loop_queued(l);
+            pthread_mutex_lock(&l->mu);
+            if (queued && w->serving && w->served == served)
+                loop_queue_seen(l, w);
+        }
     }
     return serving || l->requests != requests_before;
 }
