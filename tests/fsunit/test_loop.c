@@ -177,12 +177,12 @@ static const struct fuse_lowlevel_ops lt_ops = {
     .read = lt_read,
 };
 
-/* A failed check exits with the mount still there: take it away. */
+/* A failed check exits with the mount still there: take it away, and its directory. */
 static char lt_mnt[512];
 static void lt_cleanup(void)
 {
-    if (lt_mnt[0])
-        umount2(lt_mnt, MNT_DETACH);
+    if (lt_mnt[0] && umount2(lt_mnt, MNT_DETACH) == 0)
+        rmdir(lt_mnt);
 }
 
 /* ---- one mounted session served by kvfs_loop_run in a supervisor thread ---- */
@@ -233,7 +233,7 @@ static void lt_wait_end(lt_session *s)
 
 static void lt_stat_names(const char *mnt, const char *prefix, int n)
 {
-    char p[512];
+    char p[1024];
     struct stat st;
     for (int i = 0; i < n; i++) {
         snprintf(p, sizeof p, "%s/%s%06d", mnt, prefix, i);
@@ -266,7 +266,7 @@ typedef struct lt_gate_reader {
 static void *lt_read_gate(void *arg)
 {
     lt_gate_reader *g = arg;
-    char p[512];
+    char p[1024];
     snprintf(p, sizeof p, "%s/gate", g->mnt);
     int fd = open(p, O_RDONLY);
     g->n = fd < 0 ? -1 : read(fd, g->got, sizeof g->got);
@@ -299,7 +299,7 @@ static void test_blocked_request_does_not_stall(const char *mnt)
 
 static void *lt_stat_slow(void *arg)
 {
-    char p[512];
+    char p[1024];
     struct stat st;
     snprintf(p, sizeof p, "%s/slow", (const char *)arg);
     for (int i = 0; i < 200; i++)
