@@ -21,8 +21,10 @@
  * gathers the batches queued behind it (never folding a sync write into a non-sync group),
  * stamps sequence and commit time, and with db->mu released appends one WAL record, fsyncs if
  * any member asked, and inserts the group into the memtable. It then publishes last_seq and
- * wakes the members. A failed WAL append or fsync is sticky: every later write fails with it
- * until the store is reopened (the record may or may not be on disk; retrying would lie).
+ * wakes the members. While fsyncs come often, an unsynced record's whole pages start their
+ * writeback right away (db_expect_sync). A failed WAL append or fsync is sticky: every later
+ * write fails with it until the store is reopened (the record may or may not be on disk;
+ * retrying would lie).
  *
  * Stalls: a writer waits rather than letting memory grow: when the memtable is full and the
  * previous one is still being flushed, or level 0 is VSET_L0_STOP files deep (version.h:
@@ -808,6 +810,19 @@ static db_writer *db_build_group(kv_db *db, db_writer *leader)
     return last;
 }
 
+/* Whether an fsync is likely to follow an unsynced WAL record: one came within
+ * DB_PACE_WINDOW_US, as while files are created, written and fsynced one by one, or a database
+ * commits. The leader then starts writeback of the record's whole pages at once
+ * (log_writer_start_writeback) instead of leaving them all to the fsync: when the caller's
+ * fsync comes (a FUSE round trip later) they are on their way, and the fdatasync mostly waits
+ * for the cache flush. Measured: 4,350 bytes of records, then fdatasync 15 us later: 84-90 us,
+ * 53-61 us with the whole pages written back first. (leader) */
+static int db_expect_sync(kv_db *db)
+{
+    uint64_t last = atomic_load_explicit(&db->last_sync_us, memory_order_relaxed);
+    return last && kv_mono_us() - last < DB_PACE_WINDOW_US;
+}
+
 /* Appends the group to the WAL and the memtable (leader, mu NOT held). */
 static int db_commit_group(kv_db *db, int sync, uint64_t first_seq, uint64_t time_ms)
 {
@@ -816,6 +831,8 @@ static int db_commit_group(kv_db *db, int sync, uint64_t first_seq, uint64_t tim
         batch_set_seq(&db->group, first_seq);
         batch_set_time(&db->group, time_ms);
         rc = log_writer_add(db->wal, db->group.rep.data, db->group.rep.len);
+        if (rc == 0 && !sync && db_expect_sync(db))
+            rc = log_writer_start_writeback(db->wal);
         if (rc)
             return rc;
         atomic_fetch_add_explicit(&db->st_wal_bytes, db->group.rep.len, memory_order_relaxed);

@@ -176,13 +176,20 @@ static int kvio_start_writeback(int fd, const char *path, uint64_t off, uint64_t
     return 0;
 }
 
-int kvio_writeback_note(kvio_writeback *wb, int fd, const char *path, uint64_t end)
+int kvio_writeback_now(kvio_writeback *wb, int fd, const char *path, uint64_t end)
 {
-    if (end < wb->from || end - wb->from < KVIO_WRITEBACK_BYTES)
+    if (end <= wb->from)
         return 0;
     int rc = kvio_start_writeback(fd, path, wb->from, end - wb->from);
     wb->from = end;
     return rc;
+}
+
+int kvio_writeback_note(kvio_writeback *wb, int fd, const char *path, uint64_t end)
+{
+    if (end < wb->from || end - wb->from < KVIO_WRITEBACK_BYTES)
+        return 0;
+    return kvio_writeback_now(wb, fd, path, end);
 }
 
 int kvio_file_size(int fd, const char *path, uint64_t *size)

@@ -55,6 +55,8 @@ typedef struct kvio_writeback {
     uint64_t from; /* writeback has been started for [0, from) */
 } kvio_writeback;
 int kvio_writeback_note(kvio_writeback *wb, int fd, const char *path, uint64_t end);
+/* Starts writeback of everything reported up to end now, whatever its size. */
+int kvio_writeback_now(kvio_writeback *wb, int fd, const char *path, uint64_t end);
 int kvio_file_size(int fd, const char *path, uint64_t *size);
 int kvio_truncate(int fd, const char *path, uint64_t size);
 

@@ -43,6 +43,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kv.h"
 #include "kvio.h"
@@ -97,13 +98,14 @@ static uint16_t log_dec16(const uint8_t *p)
 struct log_writer {
     int fd;
     uint32_t lognum;
-    uint64_t offset;   /* where the next byte goes (== bytes written to this log) */
-    uint64_t stale;    /* the file's end when beyond offset: a reused file's older records, or
-                          zeros written ahead (log_writer_prepare_ahead), lie past offset */
-    size_t prepare;    /* bytes to keep zero-filled ahead of offset (0: none) */
-    int err;           /* sticky: first write/sync failure */
-    kvio_writeback wb; /* background writeback as the log grows */
-    kv_buf buf;        /* reused for every record */
+    uint64_t offset;     /* where the next byte goes (== bytes written to this log) */
+    uint64_t stale;      /* the file's end when beyond offset: a reused file's older records, or
+                            zeros written ahead (log_writer_prepare_ahead), lie past offset */
+    size_t prepare;      /* bytes to keep zero-filled ahead of offset (0: none) */
+    int err;             /* sticky: first write/sync failure */
+    kvio_writeback wb;   /* background writeback as the log grows */
+    uint64_t page_bytes; /* the page size: log_writer_start_writeback leaves the last page */
+    kv_buf buf;          /* reused for every record */
     char *path;
 };
 
@@ -132,6 +134,8 @@ static int log_writer_open(const char *path, uint32_t lognum, int flags, log_wri
     w->fd = fd;
     w->lognum = lognum;
     w->path = copy;
+    long page = sysconf(_SC_PAGESIZE);
+    w->page_bytes = page > 0 ? (uint64_t)page : 4096u;
     *out = w;
     return 0;
 }
@@ -259,6 +263,17 @@ int log_writer_add(log_writer *w, const void *data, size_t len)
         w->err = rc;
     if (w->buf.cap > LOG_KEEP_BUF_BYTES)
         kv_buf_free(&w->buf);
+    return rc;
+}
+
+int log_writer_start_writeback(log_writer *w)
+{
+    if (w->err)
+        return kv_error(w->err, "%s: log is unusable after an earlier I/O error", w->path);
+    uint64_t whole = w->offset - w->offset % w->page_bytes;
+    int rc = kvio_writeback_now(&w->wb, w->fd, w->path, whole);
+    if (rc)
+        w->err = rc;
     return rc;
 }
 

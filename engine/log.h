@@ -43,6 +43,12 @@ void log_writer_prepare_ahead(log_writer *w, size_t bytes);
  * a concurrent reader in another process sees either nothing or whole fragments in order. */
 int log_writer_add(log_writer *w, const void *data, size_t len);
 int log_writer_sync(log_writer *w); /* fdatasync */
+/* Starts writing the whole pages of the records added so far to disk without waiting, so that
+ * a sync expected soon finds them on their way (db.c: db_expect_sync). The last, partly filled
+ * page is left alone: the next record goes into it, and a page under writeback may make that
+ * write wait (devices that need stable pages) or be written twice. A failure is sticky, as in
+ * add. */
+int log_writer_start_writeback(log_writer *w);
 /* Ends the log: truncates what lies past the records (a reused file's older records, zeros
  * written ahead) off, then fdatasync. Nothing may be
  * appended afterwards that should survive a crash unsealed. */

@@ -743,6 +743,43 @@ static void test_faults(void)
     CHECK_RC(log_reader_open(path, 42, &r), -ENOENT);
 }
 
+/* log_writer_start_writeback submits whole pages only (the hook sees a call only once a page
+ * is complete), leaves the records intact, and a failure is sticky and names the file. */
+static void test_early_writeback(void)
+{
+    char path[PATH_MAX];
+    uint8_t rec[6000];
+    new_path(path);
+    log_writer *w;
+    CHECK_OK(log_writer_create(path, 43, &w));
+    struct fault f = {KVIO_SYNC, -EIO};
+    fill(rec, 100, 0);
+    CHECK_OK(log_writer_add(w, rec, 100));
+    kvio_set_fault_hook(fault_hook, &f);
+    CHECK_OK(log_writer_start_writeback(w)); /* no whole page yet: no call made */
+    kvio_set_fault_hook(NULL, NULL);
+    fill(rec, sizeof rec, 1);
+    CHECK_OK(log_writer_add(w, rec, sizeof rec)); /* past the first page */
+    CHECK_OK(log_writer_start_writeback(w));
+    CHECK_OK(log_writer_start_writeback(w)); /* nothing new: no-op */
+    fill(rec, 50, 2);
+    CHECK_OK(log_writer_add(w, rec, 50));
+    CHECK_OK(log_writer_sync(w));
+    CHECK_OK(log_writer_close(w));
+    size_t sizes[] = {100, sizeof rec, 50}, nread;
+    CHECK(read_log(path, 43, sizes, 3, &nread, NULL, NULL) == 0 && nread == 3);
+
+    new_path(path);
+    CHECK_OK(log_writer_create(path, 44, &w));
+    CHECK_OK(log_writer_add(w, rec, sizeof rec));
+    kvio_set_fault_hook(fault_hook, &f);
+    CHECK_RC(log_writer_start_writeback(w), -EIO);
+    CHECK(strstr(kv_last_error(), path) != NULL);
+    kvio_set_fault_hook(NULL, NULL);
+    CHECK_RC(log_writer_add(w, "x", 1), -EIO); /* sticky */
+    CHECK_OK(log_writer_close(w));
+}
+
 /* A reused file (an obsolete log renamed, written over from offset 0): the older log's records
  * past the new ones read as the end of the new log, never as records or as corruption; torn
  * and damaged new records are classified as in a fresh file; seal cuts the old ones off. */
@@ -893,6 +930,7 @@ int main(void)
     test_resume_growth();
     test_resume_concurrent();
     test_faults();
+    test_early_writeback();
     tu_rmtree(dir);
     TU_DONE("test_log");
 }
