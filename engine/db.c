@@ -811,16 +811,21 @@ static db_writer *db_build_group(kv_db *db, db_writer *leader)
 }
 
 /* Whether an fsync is likely to follow an unsynced WAL record: one came within
- * DB_PACE_WINDOW_US, as while files are created, written and fsynced one by one, or a database
- * commits. The leader then starts writeback of the record's whole pages at once
- * (log_writer_start_writeback) instead of leaving them all to the fsync: when the caller's
- * fsync comes (a FUSE round trip later) they are on their way, and the fdatasync mostly waits
- * for the cache flush. Measured: 4,350 bytes of records, then fdatasync 15 us later: 84-90 us,
- * 53-61 us with the whole pages written back first. (leader) */
+ * DB_PACE_WINDOW_US, after at most DB_EARLY_WRITEBACK_RECORDS records, as while files are
+ * created, written and fsynced one by one, or a database commits. The leader then starts
+ * writeback of the record's whole pages at once (log_writer_start_writeback) instead of
+ * leaving them all to the fsync: when the caller's fsync comes (a FUSE round trip later) they
+ * are on their way, and the fdatasync mostly waits for the cache flush. Measured: 4,350 bytes
+ * of records, then fdatasync 15 us later: 84-90 us, 53-61 us with the whole pages written back
+ * first. A stream of unsynced writes after an fsync (random overwrites, a copy) stops after
+ * DB_EARLY_WRITEBACK_RECORDS: page by page it would be thousands of small disk writes where
+ * the writeback as the log grows (kvio_writeback_note) issues a few large ones. (leader) */
+#define DB_EARLY_WRITEBACK_RECORDS 8u
 static int db_expect_sync(kv_db *db)
 {
     uint64_t last = atomic_load_explicit(&db->last_sync_us, memory_order_relaxed);
-    return last && kv_mono_us() - last < DB_PACE_WINDOW_US;
+    return last && db->records_since_sync <= DB_EARLY_WRITEBACK_RECORDS &&
+           kv_mono_us() - last < DB_PACE_WINDOW_US;
 }
 
 /* Appends the group to the WAL and the memtable (leader, mu NOT held). */
@@ -831,8 +836,12 @@ static int db_commit_group(kv_db *db, int sync, uint64_t first_seq, uint64_t tim
         batch_set_seq(&db->group, first_seq);
         batch_set_time(&db->group, time_ms);
         rc = log_writer_add(db->wal, db->group.rep.data, db->group.rep.len);
-        if (rc == 0 && !sync && db_expect_sync(db))
-            rc = log_writer_start_writeback(db->wal);
+        if (rc == 0 && !sync) {
+            if (db->records_since_sync < UINT32_MAX)
+                db->records_since_sync++;
+            if (db_expect_sync(db))
+                rc = log_writer_start_writeback(db->wal);
+        }
         if (rc)
             return rc;
         atomic_fetch_add_explicit(&db->st_wal_bytes, db->group.rep.len, memory_order_relaxed);
@@ -844,6 +853,7 @@ static int db_commit_group(kv_db *db, int sync, uint64_t first_seq, uint64_t tim
             return rc;
         /* (leader only) a moving average of the fsync time, for db_gather_sync_group */
         db->fsync_us_avg = (db->fsync_us_avg * 7 + (kv_mono_us() - t0)) / 8;
+        db->records_since_sync = 0;
         atomic_store_explicit(&db->last_sync_us, kv_mono_us(), memory_order_relaxed);
         atomic_fetch_add_explicit(&db->st_wal_syncs, 1, memory_order_relaxed);
     }

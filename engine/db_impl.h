@@ -77,6 +77,7 @@ struct kv_db {
     uint64_t last_commit_ms;            /* (leader) commit times never go back */
     size_t last_sync_group;             /* (mu) writers in the latest sync group */
     uint64_t fsync_us_avg;              /* (leader) recent WAL fsync time */
+    uint32_t records_since_sync;        /* (leader) unsynced WAL records since the last fsync */
     _Atomic uint64_t last_sync_us;      /* kv_mono_us() of the last WAL fsync (0: none yet) */
     int gathering;                      /* (mu) a sync leader waits on gather_cv for its group */
     pthread_cond_t gather_cv;
