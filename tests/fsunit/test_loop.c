@@ -40,8 +40,8 @@
 static pthread_mutex_t lt_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t lt_cv = PTHREAD_COND_INITIALIZER;
 static pthread_t lt_servers[LT_MAX_SERVERS]; /* (lt_mu) threads seen serving */
-static long lt_served[LT_MAX_SERVERS];       /* (lt_mu) requests each served */
 static int lt_nservers;                      /* (lt_mu) */
+static long lt_requests;                     /* (lt_mu) requests counted since lt_reset */
 static int lt_last_server = -1;              /* (lt_mu) index of the last request's thread */
 static long lt_switches;                     /* (lt_mu) requests served by another thread than
                                                 the one before */
@@ -57,8 +57,7 @@ static void lt_enter(void)
         i++;
     if (i == lt_nservers && i < LT_MAX_SERVERS)
         lt_servers[lt_nservers++] = pthread_self();
-    if (i < LT_MAX_SERVERS)
-        lt_served[i]++;
+    lt_requests++;
     if (lt_last_server >= 0 && i != lt_last_server)
         lt_switches++;
     lt_last_server = i;
@@ -78,7 +77,7 @@ static void lt_reset(void)
 {
     pthread_mutex_lock(&lt_mu);
     lt_nservers = 0;
-    memset(lt_served, 0, sizeof lt_served);
+    lt_requests = 0;
     lt_last_server = -1;
     lt_switches = 0;
     lt_max_busy = lt_busy;
@@ -88,12 +87,10 @@ static void lt_reset(void)
 /* Requests counted since lt_reset. */
 static long lt_total(void)
 {
-    long sum = 0;
     pthread_mutex_lock(&lt_mu);
-    for (int i = 0; i < lt_nservers; i++)
-        sum += lt_served[i];
+    long n = lt_requests;
     pthread_mutex_unlock(&lt_mu);
-    return sum;
+    return n;
 }
 
 static void lt_stat_of(fuse_ino_t ino, struct stat *st)
