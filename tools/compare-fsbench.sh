@@ -138,8 +138,6 @@ echo "# kvfs: $KVFS -f -o data=$EXT/kvfs-data MNT ($(git -C "$SRC" rev-parse --s
 echo "# fsbench: $FSBENCH ${FSB_ARGS[*]:-(defaults)}; $ROUNDS alternating rounds"
 
 # ---- alternating rounds; the disk's own fdatasync rate just before and after each kvfs round --
-# (the disk's speed drifts over minutes on shared machines: each round's fsynccreate is compared
-# with the mean of the two measurements around it)
 disk_rate() {
     "$FSBENCH" -p fdatasync "$EXT/raw" >"$1" || die "fsbench fdatasync on $EXT/raw failed"
 }
