@@ -307,6 +307,7 @@ typedef struct kvfs_opts {
     char *snapdir;
     char *compress;
     char *readahead;
+    char *spin;
     int ro;
 } kvfs_opts;
 
@@ -318,6 +319,7 @@ static const struct fuse_opt kvfs_opt_spec[] = {
     {"snapdir=%s", offsetof(kvfs_opts, snapdir), 0},
     {"compress=%s", offsetof(kvfs_opts, compress), 0},
     {"readahead=%s", offsetof(kvfs_opts, readahead), 0},
+    {"spin=%s", offsetof(kvfs_opts, spin), 0},
     FUSE_OPT_KEY("ro", KVFS_KEY_RO),
     FUSE_OPT_END,
 };
@@ -354,6 +356,9 @@ static void kvfs_usage(const char *prog)
            "    -o max_threads=N       most request threads (default 10); kvfs's own loop\n"
            "                           hands a serial caller's requests to one warm thread\n"
            "                           and so ignores clone_fd and max_idle_threads\n"
+           "    -o spin=US             a request thread that answered a chatty caller\n"
+           "                           polls for the next request up to US microseconds\n"
+           "                           before it sleeps: 0..10000, 0 = never (default 50)\n"
            "    -o allow_other         let every user access the mount (permission checks\n"
            "                           as on a local disk: default_permissions is always on)\n"
            "    --help, -h             this text\n"
@@ -407,15 +412,25 @@ static int parse_level(const char *s, int *level)
     return 0;
 }
 
-/* -o readahead: KiB, 0 or 4..16384. OUT: *kib. */
-static int parse_readahead(const char *s, unsigned *kib)
+/* A decimal number 0..max (-o readahead, -o spin). OUT: *out. */
+static int parse_unsigned(const char *s, unsigned max, unsigned *out)
 {
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || (v != 0 && (v < 4 || v > 16384)))
+    if (errno || end == s || *end || v < 0 || v > (long)max)
         return -EINVAL;
-    *kib = (unsigned)v;
+    *out = (unsigned)v;
+    return 0;
+}
+
+/* -o readahead: KiB, 0 or 4..16384. OUT: *kib. */
+static int parse_readahead(const char *s, unsigned *kib)
+{
+    unsigned v;
+    if (parse_unsigned(s, 16384, &v) < 0 || (v != 0 && v < 4))
+        return -EINVAL;
+    *kib = v;
     return 0;
 }
 
@@ -600,7 +615,7 @@ static int run_loop(kvfs *fs, const struct fuse_cmdline_opts *opts)
 {
     if (!opts->singlethread) {
         unsigned max = opts->max_threads <= 100000 ? opts->max_threads : 0;
-        int rc = kvfs_loop_run(fs->se, max);
+        int rc = kvfs_loop_run(fs->se, max, fs->spin_us);
         if (rc < 0)
             kvfs_msg("the request loop failed: %s", strerror(-rc));
         return rc;
@@ -697,6 +712,15 @@ static int kvfs_setup(kvfs *fs, const kvfs_opts *ko)
         kvfs_msg("-o readahead=%s: use a size in KiB from 4 to 16384, or 0", ko->readahead);
         return -1;
     }
+    unsigned spin;
+    fs->spin_us = -1;
+    if (ko->spin) {
+        if (parse_unsigned(ko->spin, 10000, &spin) < 0) {
+            kvfs_msg("-o spin=%s: use microseconds from 0 to 10000", ko->spin);
+            return -1;
+        }
+        fs->spin_us = (int)spin;
+    }
     fs->views = calloc(KVFS_VIEW_MAX, sizeof(*fs->views));
     fs->ctl_fd = -1;
     fs->ctl_wake[0] = fs->ctl_wake[1] = -1;
@@ -718,7 +742,7 @@ int main(int argc, char *argv[])
 {
     struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
     struct fuse_cmdline_opts opts;
-    kvfs_opts ko = {NULL, NULL, NULL, NULL, NULL, 0};
+    kvfs_opts ko = {NULL, NULL, NULL, NULL, NULL, NULL, 0};
     kvfs fs;
     int status = 1;
     memset(&fs, 0, sizeof(fs));
@@ -767,6 +791,7 @@ out:
     free(ko.snapdir);
     free(ko.compress);
     free(ko.readahead);
+    free(ko.spin);
     free(fs.views);
     free(opts.mountpoint);
     fuse_opt_free_args(&args);

@@ -97,6 +97,7 @@ typedef struct kvfs {
     int debug;
     int compress_level;      /* kv_options.compression_level (-o compress) */
     unsigned readahead_kib;  /* -o readahead: the mount's kernel readahead, 0 = kernel's own */
+    int spin_us;             /* -o spin: the request loop's spin before sleeping; -1: default */
     char *mountpoint;        /* absolute (libfuse resolves it) */
     pthread_mutex_t wmu;     /* serialises all writes to the store (see above) */
     pthread_mutex_t itab_mu; /* protects itab */

@@ -12,11 +12,13 @@
 #include <fuse_lowlevel.h>
 
 /* Serves se with up to max_threads workers (0: the default, 10) until the session ends
- * (unmount, or a termination signal caught by libfuse's handlers). Call with the termination
+ * (unmount, or a termination signal caught by libfuse's handlers). A worker that has answered
+ * a chatty caller polls for its next request up to spin_us microseconds before it sleeps
+ * (negative: the default, 50; 0: never; never on one CPU; see loop.c). Call with the termination
  * signals blocked (kvfs_block_signals) in every thread: the calling thread alone takes them,
  * while it waits. Returns 0, or a negative errno: the loop could not start (no thread, no
  * memory) or reading /dev/fuse failed. */
-int kvfs_loop_run(struct fuse_session *se, unsigned max_threads);
+int kvfs_loop_run(struct fuse_session *se, unsigned max_threads, int spin_us);
 
 /* SIGTERM, SIGINT and SIGHUP (those fuse_set_signal_handlers catches): blocked in the calling
  * thread and every thread it starts later, or taken again. */

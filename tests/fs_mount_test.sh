@@ -64,6 +64,13 @@ check_same_file "files read back with another readahead" "$TMP/payload" "$MNT/di
 kvfs_umount
 one_line_error "-o readahead=3 (below 4 KiB) is refused" "$KVFS" -o data="$DATA",readahead=3 "$MNT"
 check_fails "no mount left by the refused readahead" is_mounted "$MNT"
+# -o spin: 0 (never) serves like the default; out-of-range values are refused with one line
+kvfs_mount spin=0 || fs_done
+check_same_file "files read back with -o spin=0" "$TMP/payload" "$MNT/dir/unsynced"
+kvfs_umount
+one_line_error "-o spin=10001 (above 10 ms) is refused" "$KVFS" -o data="$DATA",spin=10001 "$MNT"
+one_line_error "-o spin=fast (not a number) is refused" "$KVFS" -o data="$DATA",spin=fast "$MNT"
+check_fails "no mount left by the refused spin" is_mounted "$MNT"
 
 # ---- large unlinked files: one range deletion, finished by the next mount after a crash -------
 # A file of more than 64 chunks loses its chunks to one range deletion (no scan of its data),

@@ -4,6 +4,7 @@
  * stat(2) and read(2) from this process's own threads. Checks:
  *   - a serial caller is served by one thread: its next request goes to the thread that served
  *     the last one (libfuse's loop hands every request to another thread);
+ *   - once requests stop, the loop uses no CPU (its spinning ends on its own);
  *   - while one request blocks in its handler, other requests are still served;
  *   - parallel callers are served by several threads at once, never more than max_threads;
  *   - the loop ends, returning 0, on unmount and on SIGTERM.
@@ -195,7 +196,7 @@ typedef struct lt_session {
 static void *lt_supervise(void *arg)
 {
     lt_session *s = arg;
-    s->loop_rc = kvfs_loop_run(s->se, s->max_threads);
+    s->loop_rc = kvfs_loop_run(s->se, s->max_threads, -1);
     return NULL;
 }
 
@@ -252,6 +253,28 @@ static void test_serial_caller_one_thread(const char *mnt)
      * an idle machine; a worker preempted for a whole tick by other load hands its role on,
      * and a contended spell follows (up to ~8% with two CPU hogs beside the test). */
     CHECK(lt_switches * 4 <= total);
+}
+
+static double lt_cpu_seconds(void)
+{
+    struct timespec ts;
+    CHECK(clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) == 0);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Right after a serial caller (whose requests the loop spins for) stops, the loop costs no
+ * CPU: every spin ends on its own, the watchdog sleeps. This process is the loop's, and its
+ * own threads sleep meanwhile. */
+static void test_idle_loop_sleeps(const char *mnt)
+{
+    lt_stat_names(mnt, "f", 2000);
+    double before = lt_cpu_seconds();
+    struct timespec nap = {0, 400 * 1000 * 1000};
+    CHECK(nanosleep(&nap, NULL) == 0);
+    double used = lt_cpu_seconds() - before;
+    printf("idle: %.1f ms of CPU in 400 ms after the last request\n", used * 1e3);
+    /* a worker that kept spinning would use ~400 ms; a sleeping loop ~0 */
+    CHECK(used < 0.040);
 }
 
 typedef struct lt_gate_reader {
@@ -341,6 +364,7 @@ int main(void)
     lt_session s;
     lt_mount(&s, mnt, 0);
     test_serial_caller_one_thread(mnt);
+    test_idle_loop_sleeps(mnt);
     test_blocked_request_does_not_stall(mnt);
     test_parallel_callers(mnt, 10);
     CHECK(umount2(mnt, MNT_DETACH) == 0); /* the read fails with ENODEV: the loop ends */
