@@ -32,10 +32,11 @@
  * halts, 10-30 us more; a thread already running takes the request at once. A gap longer than
  * spin_us (a caller that thinks between requests, an idle mount) ends spinning after one spin,
  * so an idle daemon burns no CPU; a short gap seen by the sleeping read starts it again. On one
- * CPU it never spins (the spinner would only delay the caller), nor within LOOP_FSYNC_QUIET_US
- * of an answered fsync: a serial create+write+fsync caller measured 10-40% slower with the
- * daemon spinning beside its disk flushes (docs/performance.md), and its flush, not a round
- * trip, is what it waits for.
+ * CPU it never spins (the spinner would only delay the caller), nor while other workers read
+ * (parallel callers: 4 fsbench processes created files 15-25% slower with spinning), nor within
+ * LOOP_FSYNC_QUIET_US of an answered fsync: a serial create+write+fsync caller measured 10-40%
+ * slower with the daemon spinning beside its disk flushes (docs/performance.md), and its flush,
+ * not a round trip, is what it waits for.
  *
  * Invariants (l->mu): holders counts the workers holding a role (in the kernel or serving what
  * they read); a worker parks only while holders > 0, so some worker will read and parked ones
@@ -338,9 +339,12 @@ static void *loop_worker_main(void *arg)
     pthread_mutex_lock(&l->mu);
     while (loop_take_reader(l, w) == 0) {
         w->in_kernel = 1;
+        /* parallel callers keep every CPU busy: a spinner would only take one from them */
+        int alone = l->holders == 1 && l->contended == 0;
         pthread_mutex_unlock(&l->mu);
         pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
-        loop_spin(l, w);
+        if (alone)
+            loop_spin(l, w);
         int res = fuse_session_receive_buf(l->se, &w->buf);
         pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
         if (res > 0)
