@@ -40,14 +40,16 @@
  *
  * Invariants (l->mu): holders counts the workers holding a role (in the kernel or serving what
  * they read); a worker parks only while holders > 0, so some worker will read and parked ones
- * are woken when needed; only a holder calls fuse_session_receive_buf, the only place a worker
- * may be cancelled (no lock held there).
+ * are woken when needed; only a holder calls fuse_session_receive_buf (no lock held there).
  *
  * Shutdown: the session ends by unmount (the read fails with ENODEV and libfuse marks the
  * session exited) or by SIGTERM/SIGINT/SIGHUP, which are blocked in every thread but the
  * supervisor (the caller of kvfs_loop_run: it serves nothing, and its sem_wait is what the
- * signal interrupts). The supervisor then wakes the parked workers, cancels the workers
- * blocked in the kernel and joins every thread.
+ * signal interrupts). The supervisor then wakes the parked workers, interrupts the reads of
+ * the workers in the kernel with LOOP_WAKE_SIGNAL (its handler does nothing and does not
+ * restart the read, which fails with EINTR; it is sent again until every worker has left the
+ * kernel, in case one arrived just before its read) and joins every thread. Every worker
+ * returns from its own function: none is cancelled, so nothing is unwound past its frames.
  */
 #include "loop.h"
 
@@ -82,6 +84,11 @@
 /* No spinning this long after an fsync (file comment). */
 #define LOOP_FSYNC_QUIET_US 200000u
 #define LOOP_MAX_THREADS 100000u
+/* Interrupts a worker's read at shutdown (file comment). Sent only with pthread_kill to the
+ * loop's own workers, so no other thread of the process ever sees it. */
+#define LOOP_WAKE_SIGNAL SIGUSR2
+/* How often the supervisor sends it again while a worker is still in the kernel. */
+#define LOOP_WAKE_RETRY_US 1000u
 
 typedef struct loop_worker {
     struct kvfs_loop *loop;
@@ -90,7 +97,7 @@ typedef struct loop_worker {
     struct fuse_buf buf;  /* request buffer, allocated by libfuse on first use */
     int holding;          /* (mu) holds a reader role */
     int parked;           /* (mu) in loop->parked */
-    int in_kernel;        /* (mu) inside fuse_session_receive_buf: cancellable */
+    int in_kernel;        /* (mu) spinning or inside fuse_session_receive_buf */
     int serving;          /* (mu) serving a request */
     uint64_t served;      /* (mu) requests read by this worker */
     uint64_t seen;        /* (mu) served at the watchdog's previous tick */
@@ -120,6 +127,7 @@ typedef struct kvfs_loop {
     pthread_t watchdog;
     int watchdog_started;
     sem_t ended;
+    struct sigaction wake_before; /* LOOP_WAKE_SIGNAL's handler before the loop's */
 } kvfs_loop;
 
 static void *loop_worker_main(void *arg);
@@ -335,18 +343,15 @@ static void *loop_worker_main(void *arg)
 {
     loop_worker *w = arg;
     kvfs_loop *l = w->loop;
-    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
     pthread_mutex_lock(&l->mu);
     while (loop_take_reader(l, w) == 0) {
         w->in_kernel = 1;
         /* parallel callers keep every CPU busy: a spinner would only take one from them */
         int alone = l->holders == 1 && l->contended == 0;
         pthread_mutex_unlock(&l->mu);
-        pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
         if (alone)
             loop_spin(l, w);
         int res = fuse_session_receive_buf(l->se, &w->buf);
-        pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
         if (res > 0)
             loop_note_gap(l, w);
         pthread_mutex_lock(&l->mu);
@@ -431,6 +436,21 @@ static void *loop_watchdog_main(void *arg)
     return NULL;
 }
 
+static void loop_wake_handler(int sig)
+{
+    (void)sig; /* its delivery is the point: the worker's read fails with EINTR */
+}
+
+/* Installs loop_wake_handler without SA_RESTART, keeping the handler before it. 0 or -1. */
+static int loop_install_wake_handler(kvfs_loop *l)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = loop_wake_handler;
+    sigemptyset(&sa.sa_mask);
+    return sigaction(LOOP_WAKE_SIGNAL, &sa, &l->wake_before);
+}
+
 static int loop_init(kvfs_loop *l, struct fuse_session *se, unsigned max_threads, int spin_us)
 {
     memset(l, 0, sizeof(*l));
@@ -460,6 +480,12 @@ static int loop_init(kvfs_loop *l, struct fuse_session *se, unsigned max_threads
         pthread_mutex_destroy(&l->mu);
         pthread_cond_destroy(&l->tick);
     }
+    if (rc == 0 && loop_install_wake_handler(l) != 0) {
+        rc = errno;
+        sem_destroy(&l->ended);
+        pthread_mutex_destroy(&l->mu);
+        pthread_cond_destroy(&l->tick);
+    }
     if (rc) {
         free(l->workers);
         free(l->parked);
@@ -467,18 +493,36 @@ static int loop_init(kvfs_loop *l, struct fuse_session *se, unsigned max_threads
     return -rc;
 }
 
+/* Brings every worker out of the kernel once the loop is ending (file comment). (mu) */
+static void loop_interrupt_readers(kvfs_loop *l)
+{
+    for (;;) {
+        int inside = 0;
+        for (size_t i = 0; i < l->nworkers; i++) {
+            if (l->workers[i].in_kernel) {
+                /* cannot fail: the signal is valid and the thread is not joined yet */
+                (void)pthread_kill(l->workers[i].tid, LOOP_WAKE_SIGNAL);
+                inside = 1;
+            }
+        }
+        if (!inside)
+            return;
+        pthread_mutex_unlock(&l->mu);
+        struct timespec nap = {.tv_sec = 0, .tv_nsec = LOOP_WAKE_RETRY_US * 1000L};
+        nanosleep(&nap, NULL);
+        pthread_mutex_lock(&l->mu);
+    }
+}
+
 /* Ends every thread of the loop and frees it (the supervisor, after the session ended). */
 static void loop_teardown(kvfs_loop *l)
 {
     pthread_mutex_lock(&l->mu);
     l->ending = 1;
-    for (size_t i = 0; i < l->nworkers; i++) {
-        loop_worker *w = &l->workers[i];
-        if (w->in_kernel)
-            pthread_cancel(w->tid);
-        pthread_cond_signal(&w->wake);
-    }
+    for (size_t i = 0; i < l->nworkers; i++)
+        pthread_cond_signal(&l->workers[i].wake);
     pthread_cond_signal(&l->tick);
+    loop_interrupt_readers(l);
     pthread_mutex_unlock(&l->mu);
     /* no thread starts once ending is set: nworkers is final */
     for (size_t i = 0; i < l->nworkers; i++) {
@@ -491,6 +535,7 @@ static void loop_teardown(kvfs_loop *l)
     sem_destroy(&l->ended);
     pthread_cond_destroy(&l->tick);
     pthread_mutex_destroy(&l->mu);
+    sigaction(LOOP_WAKE_SIGNAL, &l->wake_before, NULL);
     free(l->workers);
     free(l->parked);
 }
