@@ -4,11 +4,14 @@
 # kvfs / passthrough_ll for every phase, plus the disk's own fdatasync-per-4-KiB-write rate
 # measured directly on the ext4 directory (the ceiling for kvfs's fsync'd-create rate).
 #
-#   tools/compare-fsbench.sh [-r ROUNDS] [-k] [BUILD_DIR] [-- FSBENCH_ARGS...]
+#   tools/compare-fsbench.sh [-r ROUNDS] [-k] [-o PT_OPTS] [BUILD_DIR] [-- FSBENCH_ARGS...]
 #
 #   BUILD_DIR   the CMake build dir holding fs/kvfs (default: $KVFS_BIN_DIR, else ./build)
 #   -r ROUNDS   alternating rounds (default 2: passthrough, kvfs, passthrough, kvfs)
 #   -k          keep the work directory (logs, raw outputs) for inspection
+#   -o PT_OPTS  more mount options for passthrough_ll, e.g. -o default_permissions: the kernel
+#               then checks permissions for it as it does for kvfs (on by default there), which
+#               costs a GETATTR of the parent directory before each create, unlink and rename
 #   FSBENCH_ARGS  passed to every fsbench run (e.g. -- -n 2000 -m 64 for a quick run)
 #
 # Setup: passthrough_ll.c comes from Debian's libfuse3-dev (found with dpkg -L) and is compiled
@@ -28,12 +31,14 @@ set -uo pipefail
 
 ROUNDS=2
 KEEP=
-while getopts "r:kh" opt; do
+PT_OPTS=
+while getopts "r:ko:h" opt; do
     case $opt in
     r) ROUNDS=$OPTARG ;;
     k) KEEP=1 ;;
+    o) PT_OPTS=$OPTARG ;;
     h) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) echo "usage: $0 [-r ROUNDS] [-k] [BUILD_DIR] [-- FSBENCH_ARGS...]" >&2; exit 2 ;;
+    *) echo "usage: $0 [-r ROUNDS] [-k] [-o PT_OPTS] [BUILD_DIR] [-- FSBENCH_ARGS...]" >&2; exit 2 ;;
     esac
 done
 shift $((OPTIND - 1))
@@ -124,7 +129,7 @@ wait_mount() {
     done
     return 1
 }
-"$W/passthrough_ll" -f -o source="$EXT/pt-src" "$W/pt-mnt" >"$W/pt.log" 2>&1 &
+"$W/passthrough_ll" -f -o source="$EXT/pt-src${PT_OPTS:+,$PT_OPTS}" "$W/pt-mnt" >"$W/pt.log" 2>&1 &
 PT_PID=$!
 wait_mount "$W/pt-mnt" $PT_PID || die "passthrough_ll did not mount: $(tail -3 "$W/pt.log")"
 "$KVFS" -f -o data="$EXT/kvfs-data" "$W/kvfs-mnt" >"$W/kvfs.log" 2>&1 &
@@ -133,7 +138,7 @@ wait_mount "$W/kvfs-mnt" $KV_PID || die "kvfs did not mount: $(tail -3 "$W/kvfs.
 
 echo "# compare-fsbench $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -r), $(nproc) CPUs"
 echo "# ext4: $EXT_DESC"
-echo "# passthrough_ll: $PT_SRC, mounted with: passthrough_ll -f -o source=$EXT/pt-src MNT"
+echo "# passthrough_ll: $PT_SRC, mounted with: passthrough_ll -f -o source=$EXT/pt-src${PT_OPTS:+,$PT_OPTS} MNT"
 echo "# kvfs: $KVFS -f -o data=$EXT/kvfs-data MNT ($(git -C "$SRC" rev-parse --short HEAD 2>/dev/null || echo 'no commit'))"
 echo "# fsbench: $FSBENCH ${FSB_ARGS[*]:-(defaults)}; $ROUNDS alternating rounds"
 
