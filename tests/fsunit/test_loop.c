@@ -7,7 +7,8 @@
  *   - once requests stop, the loop uses no CPU (its spinning ends on its own);
  *   - while one request blocks in its handler, other requests are still served;
  *   - parallel callers are served by several threads at once, never more than max_threads;
- *   - the loop ends, returning 0, on unmount and on SIGTERM.
+ *   - the loop ends, returning 0, on unmount and on SIGTERM, also with several workers waiting
+ *     in the kernel.
  * The filesystem: the root holds "gate" (a read blocks until the test opens the gate), "slow"
  * (a lookup takes LT_SLOW_US) and every name starting with 'f' (one regular file). Entry and
  * attribute timeouts are 0, so every stat(2) is a LOOKUP request. Needs root and /dev/fuse.
@@ -378,6 +379,15 @@ int main(void)
     struct stat st;
     CHECK(stat(mnt, &st) == 0 && st.st_ino != FUSE_ROOT_ID);
     printf("SIGTERM ended the loop\n");
+
+    /* right after parallel callers several workers wait in the kernel: each must be brought
+     * out of its read (loop.c, "Shutdown") */
+    lt_mount(&s, mnt, 10);
+    test_parallel_callers(mnt, 10);
+    CHECK(kill(getpid(), SIGTERM) == 0);
+    lt_wait_end(&s);
+    CHECK(stat(mnt, &st) == 0 && st.st_ino != FUSE_ROOT_ID);
+    printf("SIGTERM ended the loop with several readers in the kernel\n");
 
     lt_mnt[0] = 0;
     rmdir(mnt);
