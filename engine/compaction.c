@@ -518,15 +518,6 @@ static int out_close(out_writer *w)
     return rc;
 }
 
-/* Removes path on an error path without replacing the message of the first error. */
-static void unlink_keep_error(const char *path)
-{
-    char saved[512];
-    snprintf(saved, sizeof saved, "%s", kv_last_error());
-    (void)kvio_unlink(path);
-    kv_error(0, "%s", saved);
-}
-
 /* Releases w; with discard, removes every table it wrote. */
 static void out_release(out_writer *w, int discard)
 {
@@ -535,7 +526,7 @@ static void out_release(out_writer *w, int discard)
     for (size_t i = 0; i < w->nouts; i++) {
         char path[PATH_MAX];
         if (discard && vset_table_path(w->vs, w->outs[i].number, path, sizeof path) == 0)
-            unlink_keep_error(path);
+            kvio_unlink_keep_error(path);
         sst_props_free(&w->outs[i].props);
     }
     free(w->outs);

@@ -26,6 +26,12 @@
  * write fails with it until the store is reopened (the record may or may not be on disk;
  * retrying would lie).
  *
+ * A full disk is not such a failure: a WAL append the disk had no room for is undone (log.c)
+ * and only its writers get the error (kv_err_is_no_space); a flush or compaction whose tables
+ * do not fit removes them and is tried again every DB_NO_SPACE_RETRY_US, and writes that
+ * would have to wait for it are refused with its error meanwhile. So once space is freed,
+ * the store goes on without a reopen.
+ *
  * Stalls: a writer waits rather than letting memory grow: when the memtable is full and the
  * previous one is still being flushed, or level 0 is VSET_L0_STOP files deep (version.h:
  * l0_depth, the most level-0 files covering one key); at VSET_L0_SLOWDOWN each write is
@@ -50,6 +56,8 @@
 /* While range deletions wait in the version for the history floor to pass them, the
  * compaction thread looks again this often. */
 #define DB_DROP_UPKEEP_US 1000000u
+/* How long a flush or compaction that found the disk full waits before it tries again. */
+#define DB_NO_SPACE_RETRY_US 1000000u
 #define DB_SMALL_BATCH_BYTES (128u << 10)
 
 static void *db_flush_main(void *arg);
@@ -209,8 +217,8 @@ static int db_refresh_drops(kv_db *db)
 }
 
 /* Replays one segment into db->mem. *stop is set when replay must not continue into later
- * segments (damage was salvaged). */
-static int db_replay_wal(kv_db *db, uint64_t number, int is_last, int *stop)
+ * segments (damage was salvaged). OUT: *good_end, the end of its last whole record. */
+static int db_replay_wal(kv_db *db, uint64_t number, int is_last, int *stop, uint64_t *good_end)
 {
     char path[PATH_MAX];
     int rc = db_wal_path(db, number, path, sizeof path);
@@ -280,8 +288,51 @@ static int db_replay_wal(kv_db *db, uint64_t number, int is_last, int *stop)
         }
     }
 out:
+    *good_end = log_reader_good_offset(r);
     log_reader_close(r);
     return rc;
+}
+
+/* Cuts the newest replayed segment back to its last whole record and syncs it, before a
+ * newer segment exists: should the replayed segments have to stay (db_keep_replayed), a
+ * later recovery must not find a torn tail in a segment that is no longer the newest. */
+static int db_seal_replayed(kv_db *db, uint64_t number, uint64_t good_end)
+{
+    char path[PATH_MAX];
+    int rc = db_wal_path(db, number, path, sizeof path);
+    if (rc)
+        return rc;
+    int fd = kvio_open(path, O_WRONLY, 0);
+    if (fd < 0)
+        return fd;
+    uint64_t size = 0;
+    rc = kvio_file_size(fd, path, &size);
+    if (rc == 0 && size > good_end)
+        rc = kvio_truncate(fd, path, good_end);
+    if (rc == 0)
+        rc = kvio_fsync(fd, path);
+    int crc = kvio_close(fd);
+    return rc ? rc : crc;
+}
+
+/* The disk had no room for the replayed memtable's table (refused): the replayed segments
+ * stay where they are (the MANIFEST still names the oldest) and the memtable becomes the
+ * immutable one, which the flush thread writes once there is room, as after any flush that
+ * found the disk full; writes go to a fresh memtable and the new segment. (mu not needed: no
+ * thread runs yet.) */
+static int db_keep_replayed(kv_db *db, int refused)
+{
+    kv_log("%s: %s; the replayed WAL stays until there is room for its table", db->dir,
+           kv_last_error());
+    memtable *fresh = mem_new();
+    if (!fresh)
+        return kv_error(-ENOMEM, "out of memory creating a memtable");
+    db->imm = db->mem;
+    db->mem = fresh;
+    db->no_space = refused;
+    snprintf(db->no_space_msg, sizeof db->no_space_msg, "%s", kv_last_error());
+    db->no_space_retry_us = kv_mono_us();
+    return 0;
 }
 
 /* Takes the oldest pooled obsolete segment and renames it to path; 1 when one was renamed. A
@@ -330,7 +381,7 @@ static int db_open_new_wal(kv_db *db)
 
 /* Retires the WAL segments numbered below keep_from: the newest DB_WAL_POOL of them wait in
  * the pool for reuse, the rest are deleted. (mu, or the opening thread) */
-static void db_delete_old_wals(kv_db *db, uint64_t keep_from)
+static void db_delete_old_wals(kv_db *db, uint64_t keep_from, size_t pool)
 {
     uint64_t *nums;
     size_t n;
@@ -342,7 +393,7 @@ static void db_delete_old_wals(kv_db *db, uint64_t keep_from)
     db->wal_pool_n = 0;
     for (size_t i = 0; i < obsolete; i++) {
         char path[PATH_MAX];
-        if (i + DB_WAL_POOL >= obsolete) {
+        if (i + pool >= obsolete) {
             db->wal_pool[db->wal_pool_n++] = nums[i];
             continue;
         }
@@ -350,6 +401,21 @@ static void db_delete_old_wals(kv_db *db, uint64_t keep_from)
             kv_log("%s", kv_last_error());
     }
     free(nums);
+}
+
+/* The disk is full: the pooled obsolete segments go back to it. Returns whether any did. (mu) */
+static int db_release_wal_pool(kv_db *db)
+{
+    int released = 0;
+    for (size_t i = 0; i < db->wal_pool_n; i++) {
+        char path[PATH_MAX];
+        if (db_wal_path(db, db->wal_pool[i], path, sizeof path) == 0) {
+            kvio_unlink_keep_error(path);
+            released = 1;
+        }
+    }
+    db->wal_pool_n = 0;
+    return released;
 }
 
 /* Writes mem to a level-0 table and records it with log number log_number. */
@@ -382,8 +448,8 @@ static int db_write_level0(kv_db *db, memtable *mem, uint64_t log_number)
         edit_set_last_seq(&e, max_seq);
         rc = vset_take_samples(db->vs, &e, max_seq);
     }
-    if (rc == 0)
-        rc = vset_log_and_apply(db->vs, &e);
+    if (rc == 0 && (rc = vset_log_and_apply(db->vs, &e)) != 0 && !vset_failed(db->vs))
+        vset_discard_added(db->vs, &e);
 out:
     edit_free(&e);
     return rc;
@@ -458,20 +524,27 @@ static int db_recover(kv_db *db)
     pthread_mutex_unlock(&db->vs->mu);
 
     int stop = 0;
-    for (size_t i = 0; i < n && !stop && rc == 0; i++)
-        rc = db_replay_wal(db, nums[i], i + 1 == n, &stop);
+    size_t replayed = 0;
+    uint64_t good_end = 0;
+    for (; replayed < n && !stop && rc == 0; replayed++)
+        rc = db_replay_wal(db, nums[replayed], replayed + 1 == n, &stop, &good_end);
+    uint64_t newest = replayed ? nums[replayed - 1] : 0;
     free(nums);
     if (rc)
         return rc;
     vset_truncate_samples(db->vs, atomic_load(&db->last_seq));
     if (db->opts.read_only)
         return 0;
+    if (replayed && !stop && (rc = db_seal_replayed(db, newest, good_end)) != 0)
+        return rc;
 
     rc = db_open_new_wal(db);
     if (rc)
         return rc;
     db->mem_first_wal = db->wal_number;
     rc = db_write_level0(db, db->mem, db->wal_number);
+    if (kv_err_is_no_space(rc) && replayed && !stop && !vset_failed(db->vs))
+        return db_keep_replayed(db, rc);
     if (rc)
         return rc;
     memtable *fresh = mem_new();
@@ -479,7 +552,7 @@ static int db_recover(kv_db *db)
         return kv_error(-ENOMEM, "out of memory creating a memtable");
     mem_unref(db->mem);
     db->mem = fresh;
-    db_delete_old_wals(db, db->wal_number);
+    db_delete_old_wals(db, db->wal_number, DB_WAL_POOL);
     return 0;
 }
 
@@ -759,6 +832,9 @@ static int db_make_room(kv_db *db, int force)
         if (force && mem_entries(db->mem) == 0)
             return 0;
         if (db->imm || l0 >= VSET_L0_STOP) {
+            if (db->no_space) /* what it would wait for cannot be written now */
+                return kv_error(db->no_space, "%s: no room for a flush or compaction (%s)", db->dir,
+                                db->no_space_msg);
             uint64_t t0 = kv_mono_us();
             pthread_cond_broadcast(&db->bg_cv);
             pthread_cond_wait(&db->done_cv, &db->mu);
@@ -945,8 +1021,16 @@ static int db_write(kv_db *db, db_writer *w)
         pthread_mutex_unlock(&db->mu);
         rc = db_commit_group(db, sync, first_seq, time_ms);
         pthread_mutex_lock(&db->mu);
+        if (kv_err_is_no_space(rc) && !log_writer_failed(db->wal) && db_release_wal_pool(db)) {
+            /* nothing was written: once more, with the pooled segments' room */
+            pthread_mutex_unlock(&db->mu);
+            rc = db_commit_group(db, sync, first_seq, time_ms);
+            pthread_mutex_lock(&db->mu);
+        }
         if (rc) {
-            db_set_sticky(db, rc);
+            /* a record the disk had no room for was undone: the store is as it was */
+            if (!kv_err_is_no_space(rc) || log_writer_failed(db->wal))
+                db_set_sticky(db, rc);
         } else if (count > 0) {
             atomic_store_explicit(&db->last_seq, first_seq + count - 1, memory_order_release);
             vset_note_commit(db->vs, first_seq + count - 1, time_ms);
@@ -1262,9 +1346,42 @@ int db_retention(kv_db *db, retention *r)
     return 0;
 }
 
+/* A background job failed (mu held). A want of space with the version set intact leaves
+ * nothing changed (the job removed its tables): it is tried again after DB_NO_SPACE_RETRY_US
+ * (see the top of this file). Anything else is sticky. */
 static void db_set_bg_error(kv_db *db, int rc)
 {
+    if (kv_err_is_no_space(rc) && !vset_failed(db->vs)) {
+        int released = db_release_wal_pool(db);
+        if (!db->no_space)
+            kv_log("%s: %s; trying again every %u ms", db->dir, kv_last_error(),
+                   DB_NO_SPACE_RETRY_US / 1000u);
+        db->no_space = rc;
+        snprintf(db->no_space_msg, sizeof db->no_space_msg, "%s", kv_last_error());
+        /* with the pool's room, at once */
+        db->no_space_retry_us = kv_mono_us() + (released ? 0 : DB_NO_SPACE_RETRY_US);
+        return;
+    }
     db_set_sticky(db, rc);
+}
+
+/* A background job succeeded (mu held): the disk had room again. */
+static void db_clear_no_space(kv_db *db)
+{
+    if (db->no_space)
+        kv_log("%s: room on the disk again", db->dir);
+    db->no_space = 0;
+}
+
+/* While a job waits to be tried again after a full disk (mu held): waits until then (or a
+ * signal of bg_cv) and returns 1; else 0. */
+static int db_no_space_backoff(kv_db *db)
+{
+    uint64_t now = kv_mono_us();
+    if (!db->no_space || now >= db->no_space_retry_us)
+        return 0;
+    db_cond_wait_us(&db->bg_cv, &db->mu, db->no_space_retry_us - now);
+    return 1;
 }
 
 static void *db_flush_main(void *arg)
@@ -1276,6 +1393,8 @@ static void *db_flush_main(void *arg)
             pthread_cond_wait(&db->bg_cv, &db->mu);
             continue;
         }
+        if (db_no_space_backoff(db))
+            continue;
         memtable *imm = db->imm;
         uint64_t log_number = db->mem_first_wal;
         pthread_mutex_unlock(&db->mu);
@@ -1284,13 +1403,16 @@ static void *db_flush_main(void *arg)
         if (rc) {
             db_set_bg_error(db, rc);
         } else {
+            /* after a full disk, the segments go back to it instead of into the pool */
+            size_t pool = db->no_space ? 0 : DB_WAL_POOL;
+            db_clear_no_space(db);
             db->imm = NULL;
             mem_unref(imm);
             if ((rc = db_refresh_drops(db)) != 0) /* imm's drops are the version's now */
                 db_set_bg_error(db, rc);
             db->flush_count++;
             atomic_fetch_add_explicit(&db->st_flushes, 1, memory_order_relaxed);
-            db_delete_old_wals(db, log_number);
+            db_delete_old_wals(db, log_number, pool);
         }
         pthread_cond_broadcast(&db->done_cv);
         pthread_cond_broadcast(&db->bg_cv); /* compaction may now be due */
@@ -1312,8 +1434,8 @@ static int db_run_compaction(kv_db *db, compaction *c)
     edit_init(&e);
     uint64_t bytes_read = 0, bytes_written = 0;
     rc = compaction_run(c, &r, &e, &bytes_read, &bytes_written);
-    if (rc == 0)
-        rc = vset_log_and_apply(db->vs, &e);
+    if (rc == 0 && (rc = vset_log_and_apply(db->vs, &e)) != 0 && !vset_failed(db->vs))
+        vset_discard_added(db->vs, &e);
     edit_free(&e);
     free((void *)r.snap_seqs);
     if (rc == 0) {
@@ -1373,6 +1495,8 @@ static void *db_compact_main(void *arg)
         int drops_pending = db_drop_upkeep(db); /* may release mu */
         if (db->shutting_down)
             break;
+        if (db_no_space_backoff(db))
+            continue;
         compaction *c = db->sticky_error ? NULL : vset_pick_compaction(db->vs);
         if (!c) {
             if (drops_pending)
@@ -1389,6 +1513,8 @@ static void *db_compact_main(void *arg)
         db->bg_compactions--;
         if (rc)
             db_set_bg_error(db, rc);
+        else
+            db_clear_no_space(db);
         pthread_cond_broadcast(&db->done_cv);
     }
     pthread_mutex_unlock(&db->mu);
@@ -1402,9 +1528,11 @@ int kv_flush(kv_db *db)
     if (rc)
         return rc;
     pthread_mutex_lock(&db->mu);
-    while (db->imm && !db->sticky_error && !db->shutting_down)
+    while (db->imm && !db->sticky_error && !db->no_space && !db->shutting_down)
         pthread_cond_wait(&db->done_cv, &db->mu);
     rc = db->sticky_error ? db_sticky(db) : 0;
+    if (rc == 0 && db->imm && db->no_space)
+        rc = kv_error(db->no_space, "%s: no room to flush (%s)", db->dir, db->no_space_msg);
     pthread_mutex_unlock(&db->mu);
     return rc;
 }

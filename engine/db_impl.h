@@ -86,6 +86,9 @@ struct kv_db {
     size_t nsnapshots;            /* (mu) */
     int sticky_error;             /* (mu) */
     char sticky_msg[512];         /* (mu) what failed, for later refusals */
+    int no_space;                 /* (mu) a flush or compaction found no room on the disk */
+    char no_space_msg[512];       /* (mu) its message */
+    uint64_t no_space_retry_us;   /* (mu) kv_mono_us() when it is tried again */
     int shutting_down;            /* (mu) */
     int bg_compactions;           /* (mu) compactions running */
     int drop_upkeep_running;      /* (mu) a thread is in db_drop_upkeep */

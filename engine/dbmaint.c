@@ -592,6 +592,7 @@ int kv_get_stats(kv_db *db, kv_stats *st)
     st->imm_memtable_bytes = db->imm ? mem_bytes(db->imm) : 0;
     st->live_snapshots = db->nsnapshots;
     st->sticky_error = db->sticky_error;
+    st->no_space = db->no_space;
     st->range_deletions = drops_count(db->drops);
     pthread_mutex_unlock(&db->mu);
     pthread_mutex_lock(&db->vs->mu);

@@ -255,6 +255,8 @@ typedef struct kv_stats {
     uint64_t named_snapshots, live_snapshots;
     uint64_t oldest_readable_seq;
     int sticky_error;         /* 0 or the negative errno that stopped writes */
+    int no_space;             /* 0 or the no-space error a flush or compaction waits out: writes
+                                 that need it are refused until the disk has room again */
     uint64_t range_deletions; /* live range deletions (kv_batch_delete_range) not retired yet */
 } kv_stats;
 

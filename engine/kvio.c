@@ -5,12 +5,14 @@
  *   1. asks the fault hook first (kvio_fault below), so a test can fail any call before it
  *      touches the disk; calls are mapped onto the hook's operations as:
  *        KVIO_OPEN   open, mkdir_p, list_dir        KVIO_READ   pread, file_size
- *        KVIO_WRITE  write, pwrite, truncate        KVIO_SYNC   fsync, fsync_dir,
+ *        KVIO_WRITE  write, pwrite                  KVIO_SYNC   fsync, fsync_dir,
  *                                                               start_writeback
  *        KVIO_RENAME rename   KVIO_UNLINK unlink   KVIO_LINK link
+ *        KVIO_TRUNCATE truncate (it gives space back: a full disk fails writes, not this)
  *      (close is never failed by the hook: a "failed" close that kept the descriptor open
- *      would only leak it). Composite calls (read_file, replace_atomic, copy_file, lock_file)
- *      are built from the calls above and see the hook through them;
+ *      would only leak it; nor is truncate_to's seek, which follows a truncate). Composite calls
+ * (read_file, replace_atomic, copy_file, lock_file) are built from the calls above and see the hook
+ * through them;
  *   2. retries EINTR and loops over short reads and writes;
  *   3. turns a failure into a negative errno and a kv_error() message "<call> <path>: <why>",
  *      e.g. "open /x/y: No space left on device".
@@ -206,7 +208,7 @@ int kvio_file_size(int fd, const char *path, uint64_t *size)
 
 int kvio_truncate(int fd, const char *path, uint64_t size)
 {
-    int rc = kvio_fault(KVIO_WRITE, "truncate", path);
+    int rc = kvio_fault(KVIO_TRUNCATE, "truncate", path);
     if (rc)
         return rc;
     while (ftruncate(fd, (off_t)size) != 0) {
@@ -214,6 +216,14 @@ int kvio_truncate(int fd, const char *path, uint64_t size)
             return kvio_fail(-errno, "truncate", path);
     }
     return 0;
+}
+
+int kvio_truncate_to(int fd, const char *path, uint64_t size)
+{
+    int rc = kvio_truncate(fd, path, size);
+    if (rc == 0 && lseek(fd, (off_t)size, SEEK_SET) < 0)
+        rc = kvio_fail(-errno, "seek", path);
+    return rc;
 }
 
 int kvio_fsync_dir(const char *dir)
@@ -257,6 +267,14 @@ int kvio_unlink(const char *path)
     if (unlink(path) != 0)
         return kvio_fail(-errno, "unlink", path);
     return 0;
+}
+
+void kvio_unlink_keep_error(const char *path)
+{
+    char saved[512];
+    snprintf(saved, sizeof saved, "%s", kv_last_error());
+    (void)kvio_unlink(path);
+    kv_error(0, "%s", saved);
 }
 
 int kvio_link(const char *from, const char *to)

@@ -26,6 +26,7 @@ typedef enum kvio_op {
     KVIO_RENAME,
     KVIO_UNLINK,
     KVIO_LINK,
+    KVIO_TRUNCATE, /* gives space back: a full disk fails writes, not this */
 } kvio_op;
 
 /* Returns 0 to let the call proceed or a negative errno to fail it. path may be NULL for
@@ -59,10 +60,16 @@ int kvio_writeback_note(kvio_writeback *wb, int fd, const char *path, uint64_t e
 int kvio_writeback_now(kvio_writeback *wb, int fd, const char *path, uint64_t end);
 int kvio_file_size(int fd, const char *path, uint64_t *size);
 int kvio_truncate(int fd, const char *path, uint64_t size);
+/* Cuts the file to size and puts the file position there: the next kvio_write_full goes on
+ * from size (a writer undoing a partial append). */
+int kvio_truncate_to(int fd, const char *path, uint64_t size);
 
 int kvio_fsync_dir(const char *dir);
 int kvio_rename(const char *from, const char *to);
 int kvio_unlink(const char *path);
+/* Removes path on an error path: a failure is ignored and the first error's message (for
+ * kv_last_error) is kept. */
+void kvio_unlink_keep_error(const char *path);
 int kvio_link(const char *from, const char *to);
 int kvio_mkdir_p(const char *dir, mode_t mode);
 

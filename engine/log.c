@@ -17,7 +17,11 @@
  * previous record left a block tail shorter than a header) are built in one reused buffer and
  * written with ONE kvio_write_full, so a reader in another process sees a prefix of the
  * writer's output, never a hole. After a failed write or sync the writer's error is sticky:
- * the file may end in a partial record, so nothing more may be appended to it. Making the new
+ * the file may end in a partial record, so nothing more may be appended to it. One exception:
+ * an append refused for want of space (kv_err_is_no_space) is undone, the file cut back to
+ * the end of the last whole record (truncating needs no space), and the log stays usable, so
+ * that a disk that fills up and is freed again needs no reopen. Only when that cut fails is
+ * the error sticky. Making the new
  * file's name durable (fsync of its directory) is the creator's job, as with every new file.
  *
  * Reader invariants: the reader keeps one block in memory (blk, loaded with kvio_pread_full)
@@ -41,6 +45,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -244,6 +249,21 @@ static int log_build(log_writer *w, const uint8_t *p, size_t len)
     return 0;
 }
 
+/* After an append refused for want of space: cuts off whatever part of the record reached
+ * the file (and any zeros or older records past it), keeping the message of the refusal.
+ * 0, or the truncate's error. */
+static int log_undo_append(log_writer *w, int refused)
+{
+    char refusal[512];
+    snprintf(refusal, sizeof refusal, "%s", kv_last_error());
+    int rc = kvio_truncate_to(w->fd, w->path, w->offset);
+    if (rc)
+        return rc;
+    w->stale = w->offset;
+    kv_error(refused, "%s", refusal);
+    return 0;
+}
+
 int log_writer_add(log_writer *w, const void *data, size_t len)
 {
     if (w->err)
@@ -253,6 +273,8 @@ int log_writer_add(log_writer *w, const void *data, size_t len)
     if (rc)
         return rc; /* nothing written: the log is still intact */
     rc = kvio_write_full(w->fd, w->path, w->buf.data, w->buf.len);
+    if (kv_err_is_no_space(rc) && log_undo_append(w, rc) == 0)
+        goto out; /* refused, not failed: the log is as it was */
     if (rc == 0) {
         w->offset += w->buf.len;
         rc = kvio_writeback_note(&w->wb, w->fd, w->path, w->offset);
@@ -261,6 +283,7 @@ int log_writer_add(log_writer *w, const void *data, size_t len)
         log_prepare(w);
     if (rc)
         w->err = rc;
+out:
     if (w->buf.cap > LOG_KEEP_BUF_BYTES)
         kv_buf_free(&w->buf);
     return rc;
@@ -301,6 +324,11 @@ int log_writer_seal(log_writer *w)
 uint64_t log_writer_offset(const log_writer *w)
 {
     return w->offset;
+}
+
+int log_writer_failed(const log_writer *w)
+{
+    return w->err;
 }
 
 int log_writer_close(log_writer *w)

@@ -40,7 +40,9 @@ int log_writer_reuse(const char *path, uint32_t lognum, log_writer **w);
  * cuts them off again. */
 void log_writer_prepare_ahead(log_writer *w, size_t bytes);
 /* Appends one record (any length; fragmented as needed) with a single write(2) call, so that
- * a concurrent reader in another process sees either nothing or whole fragments in order. */
+ * a concurrent reader in another process sees either nothing or whole fragments in order.
+ * A disk without room gives a no-space error (kv_err_is_no_space) and leaves the log as it
+ * was, usable; any other failure makes the writer unusable (sticky). */
 int log_writer_add(log_writer *w, const void *data, size_t len);
 int log_writer_sync(log_writer *w); /* fdatasync */
 /* Starts writing the whole pages of the records added so far to disk without waiting, so that
@@ -54,6 +56,8 @@ int log_writer_start_writeback(log_writer *w);
  * appended afterwards that should survive a crash unsealed. */
 int log_writer_seal(log_writer *w);
 uint64_t log_writer_offset(const log_writer *w);
+/* The writer's sticky error (0: usable, as after an append refused for want of space). */
+int log_writer_failed(const log_writer *w);
 int log_writer_close(log_writer *w); /* closes (no sync); frees w even on error */
 
 typedef struct log_reader log_reader;

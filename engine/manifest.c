@@ -748,12 +748,8 @@ static int mf_install_new(vset *vs, uint64_t number, const version_edit *e)
 out:
     if (w)
         log_writer_close(w);
-    if (rc && created) { /* never named by CURRENT: remove it, keep the first message */
-        char saved[512];
-        snprintf(saved, sizeof saved, "%s", kv_last_error());
-        (void)kvio_unlink(path);
-        kv_error(rc, "%s", saved);
-    }
+    if (rc && created) /* never named by CURRENT: remove it, keep the first message */
+        kvio_unlink_keep_error(path);
     kv_buf_free(&rec);
     return rc;
 }
@@ -941,8 +937,11 @@ uint64_t vset_new_file_number(vset *vs)
  * apply_mu and mu held; mu is released around the append and fsync so that readers taking
  * the current version (and commits noting their time) never wait for the disk. Only
  * vset_log_and_apply appends, and apply_mu serialises it. */
-static int mf_write_edit(vset *vs, version_edit *e)
+/* Writes e to the MANIFEST. OUT: *refused = 1 when the disk had no room for the record and the
+ * MANIFEST is as it was (log.c): this edit failed, the version set did not. */
+static int mf_write_edit(vset *vs, version_edit *e, int *refused)
 {
+    *refused = 0;
     if (log_writer_offset(vs->manifest) >= MF_ROTATE_BYTES)
         return mf_install_new(vs, vs->next_file++, e);
     kv_buf rec = {0};
@@ -950,11 +949,29 @@ static int mf_write_edit(vset *vs, version_edit *e)
     if (rc == 0) {
         pthread_mutex_unlock(&vs->mu);
         rc = log_writer_add(vs->manifest, rec.data, rec.len);
+        *refused = kv_err_is_no_space(rc) && !log_writer_failed(vs->manifest);
         if (rc == 0)
             rc = log_writer_sync(vs->manifest);
         pthread_mutex_lock(&vs->mu);
     }
     kv_buf_free(&rec);
+    return rc;
+}
+
+void vset_discard_added(vset *vs, const version_edit *e)
+{
+    for (size_t i = 0; i < e->nadded; i++) {
+        char path[PATH_MAX];
+        if (vset_table_path(vs, e->added[i].f->number, path, sizeof path) == 0)
+            kvio_unlink_keep_error(path);
+    }
+}
+
+int vset_failed(vset *vs)
+{
+    pthread_mutex_lock(&vs->mu);
+    int rc = vs->sticky_error;
+    pthread_mutex_unlock(&vs->mu);
     return rc;
 }
 
@@ -981,9 +998,11 @@ int vset_log_and_apply(vset *vs, version_edit *e)
     for (size_t i = 0; i < e->nadded; i++) /* a number in use is never handed out again */
         vs->next_file = KV_MAX(vs->next_file, e->added[i].f->number + 1);
     edit_set_next_file(e, vs->next_file);
-    rc = mf_write_edit(vs, e);
+    int refused;
+    rc = mf_write_edit(vs, e, &refused);
     if (rc) {
-        vs->sticky_error = rc;
+        if (!refused)
+            vs->sticky_error = rc;
         goto out;
     }
     vset_mark_obsolete(vs->current, e);

@@ -248,6 +248,11 @@ void kv_error_clear(void)
     kv_error_text[0] = '\0';
 }
 
+int kv_err_is_no_space(int err)
+{
+    return err == -ENOSPC || err == -EDQUOT || err == -EFBIG;
+}
+
 const char *kv_last_error(void)
 {
     return kv_error_text;

@@ -123,6 +123,9 @@ void kv_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * that failures read `return kv_error(-EUCLEAN, "%s: bad block checksum at offset %llu", ...)`. */
 int kv_error(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void kv_error_clear(void);
+/* Whether err (negative errno) says the disk has no room for more bytes: ENOSPC, EDQUOT, or
+ * EFBIG (the file may not grow). Such a refused append is undone and is no damage. */
+int kv_err_is_no_space(int err);
 
 #define KV_UNUSED(x) ((void)(x))
 #define KV_MIN(a, b) ((a) < (b) ? (a) : (b))

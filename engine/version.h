@@ -8,7 +8,9 @@
  *      for compaction. vset_log_and_apply builds a new version from the current one plus an
  *      edit, appends the edit to the MANIFEST and fsyncs it, and only then installs it.
  *  (2) A failed MANIFEST write or fsync is sticky: the version set refuses every later edit
- *      with the same error (the caller makes the whole store read-only).
+ *      with the same error (the caller makes the whole store read-only). An edit whose
+ *      append the disk had no room for (kv_err_is_no_space) is refused alone: the MANIFEST
+ *      is as it was (log.c), and the caller removes the tables the edit would have added.
  *  (3) Level 0 files may overlap and are ordered newest first (higher file number = newer
  *      data). In levels >= 1 files are sorted by key and never overlap, and no user key has
  *      versions in two files of one level. For one user key, versions in level L are newer than
@@ -186,6 +188,11 @@ void vset_close(vset *vs); /* releases the current version; deletes nothing */
 /* Applies e (see invariant 1). Fills in next_file and keeps the edit's own log number and
  * last_seq when given. Consumes nothing: the caller still frees e. */
 int vset_log_and_apply(vset *vs, version_edit *e);
+/* The sticky MANIFEST error (invariant 2), or 0. */
+int vset_failed(vset *vs);
+/* Removes the tables e would have added, after vset_log_and_apply refused it while the
+ * version set is not failed: they are in no version. */
+void vset_discard_added(vset *vs, const version_edit *e);
 
 uint64_t vset_new_file_number(vset *vs);
 version *vset_current(vset *vs); /* referenced; release with version_unref */

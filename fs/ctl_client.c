@@ -167,7 +167,7 @@ const void *ctl_buf_rest(ctl_buf *b, size_t *n)
 
 int ctl_stats_encode(ctl_buf *b, const kv_stats *st)
 {
-    uint32_t n = 20 + 2 * KV_MAX_LEVELS + 5;
+    uint32_t n = 20 + 2 * KV_MAX_LEVELS + 6;
     ctl_buf_put_u32(b, n);
 #define ENC(f) ctl_buf_put_u64(b, st->f);
     CTL_STATS_U64(ENC)
@@ -180,7 +180,8 @@ int ctl_stats_encode(ctl_buf *b, const kv_stats *st)
     ctl_buf_put_u64(b, st->live_snapshots);
     ctl_buf_put_u64(b, st->oldest_readable_seq);
     ctl_buf_put_u64(b, (uint64_t)(int64_t)st->sticky_error);
-    return ctl_buf_put_u64(b, st->range_deletions);
+    ctl_buf_put_u64(b, st->range_deletions);
+    return ctl_buf_put_u64(b, (uint64_t)(int64_t)st->no_space);
 }
 
 int ctl_stats_decode(ctl_buf *b, kv_stats *st)
@@ -216,6 +217,10 @@ int ctl_stats_decode(ctl_buf *b, kv_stats *st)
     }
     if (used < n) {
         st->range_deletions = ctl_buf_get_u64(b);
+        used++;
+    }
+    if (used < n) {
+        st->no_space = (int)(int64_t)ctl_buf_get_u64(b);
         used++;
     }
     for (; used < n; used++)

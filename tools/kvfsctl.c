@@ -1018,6 +1018,7 @@ static void stats_print(const ctl_backend *be, const kv_stats *s)
            lookups ? 100.0 * (double)s->cache_hits / (double)lookups : 0.0);
     printf("  bloom filter skips  %" PRIu64 "\n", s->bloom_useful);
     printf("sticky error          %s\n", s->sticky_error ? strerror(-s->sticky_error) : "none");
+    printf("disk full             %s\n", s->no_space ? strerror(-s->no_space) : "no");
 }
 
 static int stats_body(ctl_store *st, const ctl_args *a, const ctl_globals *g)

@@ -770,20 +770,6 @@ static int fail_dir_sync(kvio_op op, const char *path, void *arg)
     return op == KVIO_SYNC && path && strcmp(path, (const char *)arg) == 0 ? -EIO : 0;
 }
 
-static size_t count_files(const char *dir, const char *suffix)
-{
-    DIR *d = opendir(dir);
-    CHECK(d != NULL);
-    size_t n = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        size_t l = strlen(de->d_name), sl = strlen(suffix);
-        n += l > sl && strcmp(de->d_name + l - sl, suffix) == 0;
-    }
-    closedir(d);
-    return n;
-}
-
 static void test_failure_cleanup(void)
 {
     const char *dir = tu_tmpdir("cmpfail");
@@ -796,7 +782,7 @@ static void test_failure_cleanup(void)
         es[i] = mk(i, (uint64_t)i + 1);
     add_table(vs, 0, es, 20);
     add_table(vs, 0, es + 20, 20);
-    CHECK(count_files(dir, ".sst") == 2);
+    CHECK(tu_count_files(dir, ".sst") == 2);
     int busy;
     compaction *c = vset_compact_range(vs, 0, NULL, NULL, &busy);
     version_edit e;
@@ -806,14 +792,14 @@ static void test_failure_cleanup(void)
     CHECK_RC(compaction_run(c, &r, &e, NULL, NULL), -EIO);
     kvio_set_fault_hook(NULL, NULL);
     CHECK(e.nadded == 0 && e.ndeleted == 0);
-    CHECK(count_files(dir, ".sst") == 2); /* every output was removed */
-    CHECK(count_files(dir, ".tmp") == 0);
+    CHECK(tu_count_files(dir, ".sst") == 2); /* every output was removed */
+    CHECK(tu_count_files(dir, ".tmp") == 0);
     edit_free(&e);
     compaction_free(c);
     /* and the compaction can run again; the 1-byte target gives one key per file */
     run_result rr = run_and_apply(vs, vset_compact_range(vs, 0, NULL, NULL, &busy), &r);
     CHECK(rr.added == 40);
-    CHECK(count_files(dir, ".sst") == 40);
+    CHECK(tu_count_files(dir, ".sst") == 40);
     vset_close(vs);
     tu_rmtree(dir);
 }

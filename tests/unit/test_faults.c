@@ -1,10 +1,14 @@
 /*
- * test_faults.c -- the store under injected I/O failures (kvio's fault hook): a failed WAL
- * fsync or append is sticky (every later write fails with the same error until reopen, reads
- * go on), a failed flush stops writes the same way, and after reopening every write
- * acknowledged before the failure is there.
+ * test_faults.c -- the store under injected I/O failures (kvio's fault hook, and a file size
+ * limit for a real partial write): a failed WAL fsync is sticky (every later write fails with
+ * the same error until reopen, reads go on, and after reopening every write acknowledged
+ * before it is there); a full disk is not: the refused WAL append, flush or MANIFEST edit
+ * leaves nothing behind, and once there is room the store goes on without a reopen.
  */
+#include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 
 #include "kv.h"
 #include "kvio.h"
@@ -84,8 +88,24 @@ static void test_sticky_wal_fsync(void)
     tu_rmtree(dir);
 }
 
-/* A failed WAL append (disk full) is sticky too. */
-static void test_sticky_wal_write(void)
+/* The stats of db: OUT *st. */
+static kv_stats stats_of(kv_db *db)
+{
+    kv_stats st;
+    CHECK_OK(kv_get_stats(db, &st));
+    return st;
+}
+
+static void expect_absent(kv_db *db, const char *k)
+{
+    void *v = NULL;
+    size_t n;
+    CHECK_RC(kv_get(db, NULL, k, strlen(k), &v, &n, NULL), -ENOENT);
+}
+
+/* A WAL append the disk has no room for fails alone: nothing sticks, the next write once
+ * there is room goes through without a reopen, and the refused one never shows. */
+static void test_wal_full_then_freed(void)
 {
     const char *dir = tu_tmpdir("faults-write");
     kv_db *db;
@@ -96,57 +116,171 @@ static void test_sticky_wal_write(void)
     fault_plan plan = {KVIO_WRITE, ".log", -ENOSPC, 1, 0};
     kvio_set_fault_hook(fault_hook, &plan);
     put_str(db, "k2", "v2", 0, -ENOSPC);
-    plan.armed = 0;
-    put_str(db, "k3", "v3", 0, -ENOSPC);
+    put_str(db, "k2b", "v2", KV_WRITE_SYNC, -ENOSPC);
+    CHECK(strstr(kv_last_error(), "No space left on device") != NULL);
+    CHECK(stats_of(db).sticky_error == 0);
+    plan.armed = 0; /* room again */
+    put_str(db, "k3", "v3", KV_WRITE_SYNC, 0);
     expect_value(db, "k1", "v1");
-    kv_close(db);
+    expect_value(db, "k3", "v3");
+    expect_absent(db, "k2");
+    CHECK_OK(kv_close(db));
     kvio_set_fault_hook(NULL, NULL);
     CHECK_OK(kv_open(dir, &o, &db));
     expect_value(db, "k1", "v1");
+    expect_value(db, "k3", "v3");
+    expect_absent(db, "k2");
+    expect_absent(db, "k2b");
+    CHECK_OK(kv_verify(db, NULL, NULL));
     CHECK_OK(kv_close(db));
     tu_rmtree(dir);
 }
 
-/* A flush whose table cannot be written stops writes (background error), and nothing that
- * was acknowledged is lost: the WAL still holds it. */
-static void test_failed_flush(void)
+/* The newest WAL segment's size. */
+static uint64_t newest_log_size(const char *dir)
 {
-    const char *dir = tu_tmpdir("faults-flush");
+    char **names = NULL;
+    size_t n = 0;
+    CHECK_OK(kvio_list_dir(dir, &names, &n));
+    char best[512] = "";
+    for (size_t i = 0; i < n; i++) {
+        size_t l = strlen(names[i]);
+        if (l > 4 && strcmp(names[i] + l - 4, ".log") == 0 && strcmp(names[i], best) > 0)
+            snprintf(best, sizeof best, "%s", names[i]);
+        free(names[i]);
+    }
+    free(names);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, best);
+    struct stat st;
+    CHECK(best[0] && stat(path, &st) == 0);
+    return (uint64_t)st.st_size;
+}
+
+/* A real partial append: with the file size limited (RLIMIT_FSIZE, as a full disk would),
+ * a 4 MiB record gets part of the way into the WAL before write(2) refuses the rest. The
+ * part must be cut off: later records follow the last whole one, and recovery reads them
+ * all with no damage reported. */
+static void test_wal_partial_record(void)
+{
+    const char *dir = tu_tmpdir("faults-partial");
     kv_db *db;
     kv_options o;
     kv_options_init(&o);
     CHECK_OK(kv_open(dir, &o, &db));
+    put_str(db, "before", "1", KV_WRITE_SYNC, 0);
+    size_t big_len = 4u << 20;
+    char *big = malloc(big_len);
+    CHECK(big != NULL);
+    for (size_t i = 0; i < big_len; i++)
+        big[i] = (char)('a' + i % 23);
+
+    struct rlimit old, lim;
+    CHECK(getrlimit(RLIMIT_FSIZE, &old) == 0);
+    signal(SIGXFSZ, SIG_IGN); /* write(2) then fails with EFBIG instead of killing us */
+    lim = old;
+    lim.rlim_cur = (rlim_t)(newest_log_size(dir) + 256 * 1024);
+    CHECK(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+    CHECK_RC(kv_put(db, "big", 3, big, big_len, 0), -EFBIG);
+    CHECK(setrlimit(RLIMIT_FSIZE, &old) == 0);
+    CHECK(stats_of(db).sticky_error == 0);
+
+    put_str(db, "after", "2", KV_WRITE_SYNC, 0);
+    CHECK_OK(kv_put(db, "big2", 4, big, big_len, KV_WRITE_SYNC));
+    CHECK_OK(kv_close(db));
+    CHECK_OK(kv_open(dir, &o, &db));
+    expect_value(db, "before", "1");
+    expect_value(db, "after", "2");
+    expect_absent(db, "big");
+    void *v = NULL;
+    size_t n = 0;
+    CHECK_OK(kv_get(db, NULL, "big2", 4, &v, &n, NULL));
+    CHECK(n == big_len && memcmp(v, big, n) == 0);
+    free(v);
+    CHECK_OK(kv_verify(db, NULL, NULL));
+    CHECK_OK(kv_close(db));
+    free(big);
+    tu_rmtree(dir);
+}
+
+/* Retries kv_flush while the disk-full retry runs (at most 10 s). */
+static int flush_when_room(kv_db *db)
+{
+    int rc = -1;
+    for (int i = 0; i < 100 && (rc = kv_flush(db)) != 0; i++)
+        usleep(100 * 1000);
+    return rc;
+}
+
+static void put_numbered(kv_db *db, int from, int to)
+{
     char key[32], val[64];
-    for (int i = 0; i < 200; i++) {
+    for (int i = from; i < to; i++) {
         snprintf(key, sizeof key, "key%04d", i);
         snprintf(val, sizeof val, "value-%d", i);
         put_str(db, key, val, 0, 0);
     }
-    fault_plan plan = {KVIO_WRITE, ".sst", -ENOSPC, 1, 0};
-    kvio_set_fault_hook(fault_hook, &plan);
-    CHECK(kv_flush(db) < 0);
-    CHECK(plan.hits >= 1);
-    plan.armed = 0;
-    put_str(db, "after", "x", 0, -ENOSPC);
-    kv_close(db);
-    kvio_set_fault_hook(NULL, NULL);
+}
 
-    CHECK_OK(kv_open(dir, &o, &db));
-    for (int i = 0; i < 200; i++) {
+static void expect_numbered(kv_db *db, int from, int to)
+{
+    char key[32], val[64];
+    for (int i = from; i < to; i++) {
         snprintf(key, sizeof key, "key%04d", i);
         snprintf(val, sizeof val, "value-%d", i);
         expect_value(db, key, val);
     }
+}
+
+/* A flush whose table does not fit (on_path: the table, or the MANIFEST edit that records
+ * it) removes what it wrote and is tried again: nothing sticks, writes that do not need it
+ * go on, and once there is room the flush completes and everything is there, also after a
+ * reopen. */
+static void check_flush_full_then_freed(const char *tag, const char *on_path)
+{
+    const char *dir = tu_tmpdir(tag);
+    kv_db *db;
+    kv_options o;
+    kv_options_init(&o);
+    CHECK_OK(kv_open(dir, &o, &db));
+    put_numbered(db, 0, 200);
+    fault_plan plan = {KVIO_WRITE, on_path, -ENOSPC, 1, 0};
+    kvio_set_fault_hook(fault_hook, &plan);
+    CHECK_RC(kv_flush(db), -ENOSPC);
+    CHECK(plan.hits >= 1);
+    kv_stats st = stats_of(db);
+    CHECK(st.sticky_error == 0 && st.no_space == -ENOSPC && st.flushes == 0);
+    CHECK(tu_count_files(dir, ".sst") == 0); /* the failed table is gone */
+    put_numbered(db, 200, 300);              /* the new memtable takes them */
+    CHECK_RC(kv_flush(db), -ENOSPC);         /* would have to wait for the first flush */
+    plan.armed = 0;                          /* room again */
+    CHECK_OK(flush_when_room(db));
+    st = stats_of(db);
+    CHECK(st.sticky_error == 0 && st.no_space == 0 && st.flushes >= 1);
+    CHECK(tu_count_files(dir, ".sst") == st.level_files[0]); /* no table left over */
+    expect_numbered(db, 0, 300);
+    CHECK_OK(kv_close(db));
+    kvio_set_fault_hook(NULL, NULL);
+
+    CHECK_OK(kv_open(dir, &o, &db));
+    expect_numbered(db, 0, 300);
     CHECK_OK(kv_verify(db, NULL, NULL));
     CHECK_OK(kv_close(db));
     tu_rmtree(dir);
+}
+
+static void test_flush_full_then_freed(void)
+{
+    check_flush_full_then_freed("faults-flush", ".sst");
+    check_flush_full_then_freed("faults-manifest", "MANIFEST");
 }
 
 int main(void)
 {
     tu_seed_init();
     test_sticky_wal_fsync();
-    test_sticky_wal_write();
-    test_failed_flush();
+    test_wal_full_then_freed();
+    test_wal_partial_record();
+    test_flush_full_then_freed();
     TU_DONE("test_faults");
 }

@@ -131,7 +131,8 @@ static void test_fault_hook(void)
     CHECK_OK(kvio_file_size(fd, path, &size));
     CHECK(size == 0); /* the failed calls wrote nothing */
 
-    kvio_op ops[] = {KVIO_OPEN, KVIO_READ, KVIO_SYNC, KVIO_RENAME, KVIO_UNLINK, KVIO_LINK};
+    kvio_op ops[] = {KVIO_OPEN,   KVIO_READ, KVIO_SYNC,    KVIO_RENAME,
+                     KVIO_UNLINK, KVIO_LINK, KVIO_TRUNCATE};
     for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
         h.op = ops[i];
         h.err = -EIO;
@@ -153,6 +154,9 @@ static void test_fault_hook(void)
             break;
         case KVIO_UNLINK:
             rc = kvio_unlink(path);
+            break;
+        case KVIO_TRUNCATE:
+            rc = kvio_truncate(fd, path, 0);
             break;
         default:
             rc = kvio_link(path, at("g"));

@@ -7,6 +7,7 @@
 #ifndef KVFS_TESTUTIL_H
 #define KVFS_TESTUTIL_H
 
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdint.h>
@@ -65,6 +66,22 @@ static inline void tu_rmtree(const char *path)
 }
 
 /* xorshift64*: deterministic per seed */
+/* Files in dir whose names end in suffix (".sst", ".log"). */
+static inline size_t tu_count_files(const char *dir, const char *suffix)
+{
+    DIR *d = opendir(dir);
+    CHECK(d != NULL);
+    size_t n = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL) {
+        size_t l = strlen(de->d_name), sl = strlen(suffix);
+        n += l > sl && strcmp(de->d_name + l - sl, suffix) == 0;
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
 static uint64_t tu_rng_state;
 static inline void tu_seed_init(void)
 {

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# fs_full_test.sh -- a full disk under a mounted kvfs. The data directory lives on a 160 MiB
+# tmpfs mounted below TMP, beside filler files that stand for whatever else fills a disk.
+#   - the disk fills while files are written: the write fails with "No space left on
+#     device", reads go on, and once the filler is removed writes go on, without a remount;
+#   - the disk fills while a memtable flush needs room: the same, and `kvfsctl stats` says
+#     "disk full"; the full store unmounts and mounts again; once there is room the flush
+#     completes by itself;
+#   - at the end `kvfsctl check` is clean and every file written in full reads back.
+# Needs root (mount -t tmpfs).
+source "$(dirname "$0")/fs_lib.sh"
+fs_init fs_full_test
+
+DISK=$TMP/disk
+mkdir -p "$DISK"
+if ! mount -t tmpfs -o size=160m kvfs-full-test "$DISK" 2>"$TMP/tmpfs.err"; then
+    echo "fs_full_test: cannot mount a tmpfs for the data directory: $(cat "$TMP/tmpfs.err")" >&2
+    exit 1
+fi
+DATA=$DISK/data
+
+head -c $((16 << 20)) /dev/urandom >"$TMP/rand16m" # incompressible: tables as big as the data
+head -c 4096 /dev/urandom >"$TMP/keep"
+
+# fill FILE: writes FILE on DISK until the disk is full.
+fill() { dd if=/dev/zero of="$1" bs=1M 2>/dev/null; sync; }
+
+# stats_line: the "disk full" line of kvfsctl stats.
+stats_line() { "$KVFSCTL" --data "$DATA" stats 2>&1 | grep '^disk full'; }
+
+# wait_stats_line WANT: waits (at most 10 s) until the "disk full" line matches WANT.
+wait_stats_line() {
+    local i line
+    for i in $(seq 100); do
+        line=$(stats_line)
+        [[ $line =~ $1 ]] && return 0
+        sleep 0.1
+    done
+    echo "$line"
+    return 1
+}
+
+kvfs_mount || fs_done
+cp "$TMP/keep" "$MNT/keep" && sync "$MNT/keep"
+check_same_file "a file written before the disk fills" "$TMP/keep" "$MNT/keep"
+
+# ---- 1. the WAL meets the full disk ----------------------------------------------------------
+fill "$DISK/filler1"
+if cp "$TMP/rand16m" "$MNT/refused" 2>"$TMP/cp.err"; then
+    bad "16 MiB written to a full disk: cp succeeded"
+else
+    check_eq "a write to the full disk fails with ENOSPC" \
+        "$(grep -c 'No space left on device' "$TMP/cp.err")" 1
+fi
+check_same_file "reads go on while the disk is full" "$TMP/keep" "$MNT/keep"
+rm -f "$DISK/filler1"
+check "once there is room again a write succeeds, with no remount" cp "$TMP/rand16m" "$MNT/after1"
+check_same_file "it reads back" "$TMP/rand16m" "$MNT/after1"
+check "the partly written file can be removed" rm "$MNT/refused"
+
+# ---- 2. a flush meets the full disk ----------------------------------------------------------
+# 80 MiB of filler leaves ~70 MiB: the WAL takes 64 MiB before the memtable is full, and its
+# table finds no room.
+dd if=/dev/zero of="$DISK/filler2" bs=1M count=80 2>/dev/null
+if cat "$TMP/rand16m" "$TMP/rand16m" "$TMP/rand16m" "$TMP/rand16m" "$TMP/rand16m" \
+    "$TMP/rand16m" >"$MNT/huge" 2>"$TMP/cat.err"; then
+    bad "96 MiB written into ~70 MiB: the write succeeded"
+else
+    check_eq "the write that fills the disk fails with ENOSPC" \
+        "$(grep -c 'No space left on device' "$TMP/cat.err")" 1
+fi
+if wait_stats_line 'No space left on device' >"$TMP/stats.out"; then
+    ok "kvfsctl stats: disk full while the flush has no room"
+else
+    bad "kvfsctl stats while the flush has no room: $(cat "$TMP/stats.out")"
+fi
+check_same_file "reads go on" "$TMP/keep" "$MNT/keep"
+check_same_file "the file written in full before reads back" "$TMP/rand16m" "$MNT/after1"
+kvfs_umount
+if kvfs_mount; then
+    ok "the full store mounts again"
+fi
+check_same_file "after the remount: the first file" "$TMP/keep" "$MNT/keep"
+check_same_file "after the remount: the 16 MiB file" "$TMP/rand16m" "$MNT/after1"
+rm -f "$DISK/filler2"
+if wait_stats_line 'no$' >"$TMP/stats.out"; then
+    ok "with room again the pending flush completes by itself"
+else
+    bad "the flush after the filler went: $(cat "$TMP/stats.out")"
+fi
+check "a write after that" cp "$TMP/rand16m" "$MNT/after2"
+check "the partly written file can be removed" rm "$MNT/huge"
+kvfs_umount
+
+check "kvfsctl check is clean" "$KVFSCTL" --data "$DATA" check
+kvfs_mount || fs_done
+check_same_file "after all: the first file" "$TMP/keep" "$MNT/keep"
+check_same_file "after all: a file written once there was room" "$TMP/rand16m" "$MNT/after1"
+check_same_file "after all: the last file" "$TMP/rand16m" "$MNT/after2"
+kvfs_umount
+fs_done
