@@ -187,6 +187,21 @@ int log_writer_reuse(const char *path, uint32_t lognum, log_writer **out)
     return log_writer_open(path, lognum, O_WRONLY, out);
 }
 
+int log_writer_continue(const char *path, uint32_t lognum, uint64_t end, log_writer **out)
+{
+    int rc = log_writer_open(path, lognum, O_WRONLY, out);
+    if (rc)
+        return rc;
+    log_writer *w = *out;
+    if ((rc = kvio_truncate_to(w->fd, path, end)) != 0) {
+        log_writer_close(w);
+        *out = NULL;
+        return rc;
+    }
+    w->offset = w->stale = end;
+    return 0;
+}
+
 /* Appends one fragment header + data to the writer's buffer (room reserved by the caller). */
 static void log_put_fragment(log_writer *w, unsigned type, const uint8_t *data, size_t n)
 {

@@ -35,6 +35,10 @@ int log_writer_create(const char *path, uint32_t lognum, log_writer **w);
  * number lognum over it from offset 0; its older records stay past the writer's offset until
  * log_writer_seal. OUT: *w. */
 int log_writer_reuse(const char *path, uint32_t lognum, log_writer **w);
+/* Opens the existing log path (number lognum) to append after its last whole record, which
+ * ends at end (a reader's good offset): anything past end (a torn tail) is cut off first.
+ * OUT: *w. */
+int log_writer_continue(const char *path, uint32_t lognum, uint64_t end, log_writer **w);
 /* From the next append on, keeps up to bytes zero-filled past the end of the records (the WAL:
  * an fdatasync over written blocks is cheaper than one that grows the file). log_writer_seal
  * cuts them off again. */

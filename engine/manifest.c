@@ -639,7 +639,8 @@ static int replay_finish(vset *vs, const char *name, mf_replay *st)
     return 0;
 }
 
-static int replay_manifest(vset *vs, const char *path, const char *name)
+/* OUT: *good_end, the end of the MANIFEST's last whole record. */
+static int replay_manifest(vset *vs, const char *path, const char *name, uint64_t *good_end)
 {
     mf_replay st;
     memset(&st, 0, sizeof st);
@@ -666,8 +667,10 @@ static int replay_manifest(vset *vs, const char *path, const char *name)
     if (rc == 0)
         rc = replay_finish(vs, name, &st);
 out:
-    if (lr)
+    if (lr) {
+        *good_end = log_reader_good_offset(lr);
         log_reader_close(lr);
+    }
     for (int l = 0; l < KV_MAX_LEVELS; l++)
         kv_buf_free(&st.cptr[l]);
     edit_free(&st.acc);
@@ -706,13 +709,16 @@ static int check_tables(vset *vs, const char *mname)
 /* ------------------------------------------------------------ new MANIFEST ---- */
 
 /* Creates MANIFEST-number holding the full state of vs, plus e if given, fsynced, and points
- * CURRENT at it. On success the old manifest writer is closed and its file removed. */
-static int mf_install_new(vset *vs, uint64_t number, const version_edit *e)
+ * CURRENT at it. On success the old manifest writer is closed and its file removed. OUT:
+ * *old_current = 1 when it failed before CURRENT was touched: the old MANIFEST is still the
+ * one, and the new file is gone. */
+static int mf_install_new(vset *vs, uint64_t number, const version_edit *e, int *old_current)
 {
     char path[PATH_MAX], old[PATH_MAX];
     kv_buf rec = {0};
     log_writer *w = NULL;
     int created = 0; /* MANIFEST-number exists and CURRENT certainly does not name it */
+    *old_current = 1;
     int rc = mf_path(vs, number, path, sizeof path);
     if (rc == 0)
         rc = mf_path(vs, vs->manifest_number, old, sizeof old);
@@ -735,6 +741,7 @@ static int mf_install_new(vset *vs, uint64_t number, const version_edit *e)
     if (rc)
         goto out;
     created = 0; /* from here CURRENT may name it, even if replacing CURRENT fails */
+    *old_current = 0;
     rc = current_write(vs, number);
     if (rc)
         goto out;
@@ -824,7 +831,8 @@ static int open_new_store(vset *vs)
         return rc;
     vs->next_file = 2;
     vs->manifest_number = 1;
-    return mf_install_new(vs, 1, NULL);
+    int old_current;
+    return mf_install_new(vs, 1, NULL, &old_current);
 }
 
 /* The number in "NNNNNN.sst", "NNNNNN.log" or "MANIFEST-NNNNNN", or 0. */
@@ -859,6 +867,14 @@ static int bump_past_dir(vset *vs)
     return rc;
 }
 
+/* Opening on a disk with no room for a new MANIFEST: edits go on being appended to the one
+ * CURRENT names, after its last whole record (path, replayed up to good_end). */
+static int mf_continue(vset *vs, const char *path, const char *name, uint64_t good_end)
+{
+    kv_log("%s; appending to %s instead", kv_last_error(), name);
+    return log_writer_continue(path, (uint32_t)vs->manifest_number, good_end, &vs->manifest);
+}
+
 static int open_existing(vset *vs, const char *cur_path, const uint8_t *text, size_t len)
 {
     char path[PATH_MAX], name[64];
@@ -868,7 +884,8 @@ static int open_existing(vset *vs, const char *cur_path, const uint8_t *text, si
     if (rc)
         return rc;
     snprintf(name, sizeof name, "MANIFEST-%06llu", (unsigned long long)vs->manifest_number);
-    rc = replay_manifest(vs, path, name);
+    uint64_t good_end = 0;
+    rc = replay_manifest(vs, path, name, &good_end);
     if (rc == 0)
         rc = check_tables(vs, name);
     if (rc == 0 && vs->open_check)
@@ -876,7 +893,13 @@ static int open_existing(vset *vs, const char *cur_path, const uint8_t *text, si
     if (rc || vs->opts.read_only)
         return rc;
     rc = bump_past_dir(vs);
-    return rc ? rc : mf_install_new(vs, vs->next_file++, NULL);
+    if (rc)
+        return rc;
+    int old_current;
+    rc = mf_install_new(vs, vs->next_file++, NULL, &old_current);
+    if (kv_err_is_no_space(rc) && old_current)
+        rc = mf_continue(vs, path, name, good_end);
+    return rc;
 }
 
 int vset_open(const char *dir, const kv_options *opts, cache *bc, vset **out)
@@ -942,8 +965,13 @@ uint64_t vset_new_file_number(vset *vs)
 static int mf_write_edit(vset *vs, version_edit *e, int *refused)
 {
     *refused = 0;
-    if (log_writer_offset(vs->manifest) >= MF_ROTATE_BYTES)
-        return mf_install_new(vs, vs->next_file++, e);
+    if (log_writer_offset(vs->manifest) >= MF_ROTATE_BYTES) {
+        int old_current;
+        int rc = mf_install_new(vs, vs->next_file++, e, &old_current);
+        if (!kv_err_is_no_space(rc) || !old_current)
+            return rc;
+        /* no room for a new MANIFEST: the edit goes to this one, rotation waits */
+    }
     kv_buf rec = {0};
     int rc = mf_put_edit(&rec, vs, e);
     if (rc == 0) {

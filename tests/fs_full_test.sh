@@ -6,6 +6,8 @@
 #   - the disk fills while a memtable flush needs room: the same, and `kvfsctl stats` says
 #     "disk full"; the full store unmounts and mounts again; once there is room the flush
 #     completes by itself;
+#   - a store on a disk full to the last byte mounts (no room for the new MANIFEST written at
+#     open: it appends to the old one);
 #   - at the end `kvfsctl check` is clean and every file written in full reads back.
 # Needs root (mount -t tmpfs).
 source "$(dirname "$0")/fs_lib.sh"
@@ -93,6 +95,16 @@ check "the partly written file can be removed" rm "$MNT/huge"
 kvfs_umount
 
 check "kvfsctl check is clean" "$KVFSCTL" --data "$DATA" check
+
+# ---- 3. a disk full to the last byte ---------------------------------------------------------
+fill "$DISK/filler3"
+if kvfs_mount; then
+    ok "a store on a disk full to the last byte mounts"
+    check_same_file "and reads" "$TMP/rand16m" "$MNT/after2"
+    kvfs_umount
+fi
+rm -f "$DISK/filler3"
+
 kvfs_mount || fs_done
 check_same_file "after all: the first file" "$TMP/keep" "$MNT/keep"
 check_same_file "after all: a file written once there was room" "$TMP/rand16m" "$MNT/after1"

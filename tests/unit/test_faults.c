@@ -269,6 +269,48 @@ static void check_flush_full_then_freed(const char *tag, const char *on_path)
     tu_rmtree(dir);
 }
 
+/* Fails writes to every MANIFEST but the one CURRENT names (arg: its name). */
+static int new_manifest_full(kvio_op op, const char *path, void *arg)
+{
+    return op == KVIO_WRITE && path && strstr(path, "MANIFEST-") && !strstr(path, arg) ? -ENOSPC
+                                                                                       : 0;
+}
+
+/* Opening writes a new MANIFEST; with no room for it the store opens all the same and goes
+ * on appending to the old one, which reads back whole on the next open. */
+static void test_open_without_room_for_a_manifest(void)
+{
+    const char *dir = tu_tmpdir("faults-open");
+    kv_db *db;
+    kv_options o;
+    kv_options_init(&o);
+    CHECK_OK(kv_open(dir, &o, &db));
+    put_numbered(db, 0, 100);
+    CHECK_OK(kv_close(db));
+
+    char cur_path[1024], current[64] = "";
+    snprintf(cur_path, sizeof cur_path, "%s/CURRENT", dir);
+    FILE *f = fopen(cur_path, "r");
+    CHECK(f != NULL && fgets(current, sizeof current, f) != NULL);
+    if (f)
+        fclose(f);
+    current[strcspn(current, "\n")] = 0;
+    kvio_set_fault_hook(new_manifest_full, current);
+    CHECK_OK(kv_open(dir, &o, &db)); /* its recovery flush appends to the old MANIFEST */
+    expect_numbered(db, 0, 100);
+    put_numbered(db, 100, 200);
+    CHECK_OK(kv_flush(db));
+    CHECK(stats_of(db).sticky_error == 0);
+    CHECK_OK(kv_close(db));
+    kvio_set_fault_hook(NULL, NULL);
+
+    CHECK_OK(kv_open(dir, &o, &db));
+    expect_numbered(db, 0, 200);
+    CHECK_OK(kv_verify(db, NULL, NULL));
+    CHECK_OK(kv_close(db));
+    tu_rmtree(dir);
+}
+
 static void test_flush_full_then_freed(void)
 {
     check_flush_full_then_freed("faults-flush", ".sst");
@@ -282,5 +324,6 @@ int main(void)
     test_wal_full_then_freed();
     test_wal_partial_record();
     test_flush_full_then_freed();
+    test_open_without_room_for_a_manifest();
     TU_DONE("test_faults");
 }
