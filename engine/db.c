@@ -379,8 +379,8 @@ static int db_open_new_wal(kv_db *db)
     return 0;
 }
 
-/* Retires the WAL segments numbered below keep_from: the newest DB_WAL_POOL of them wait in
- * the pool for reuse, the rest are deleted. (mu, or the opening thread) */
+/* Retires the WAL segments numbered below keep_from: the newest pool (at most DB_WAL_POOL) of
+ * them wait in the pool for reuse, the rest are deleted. (mu, or the opening thread) */
 static void db_delete_old_wals(kv_db *db, uint64_t keep_from, size_t pool)
 {
     uint64_t *nums;
