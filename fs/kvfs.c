@@ -24,11 +24,13 @@
 #include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <syslog.h>
+#include <time.h>
 #include <unistd.h>
 
 #define KVFS_ITAB_BUCKETS 65536u
@@ -68,8 +70,23 @@ void kvfs_log(const char *fmt, ...)
     kvfs_msg("%s", line);
 }
 
+/* A full disk fails every write until something frees room: one line about it per
+ * KVFS_NO_SPACE_LOG_S is enough (the caller gets ENOSPC each time). Whether to log now. */
+#define KVFS_NO_SPACE_LOG_S 10
+static int kvfs_no_space_log_due(void)
+{
+    static _Atomic long long last = -KVFS_NO_SPACE_LOG_S;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    long long seen = atomic_load(&last);
+    return ts.tv_sec - seen >= KVFS_NO_SPACE_LOG_S &&
+           atomic_compare_exchange_strong(&last, &seen, (long long)ts.tv_sec);
+}
+
 int kvfs_fail(const char *op, int rc)
 {
+    if ((rc == -ENOSPC || rc == -EDQUOT) && !kvfs_no_space_log_due())
+        return rc;
     switch (rc) {
     case 0:
     case -ENOENT:
