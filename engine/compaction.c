@@ -310,6 +310,21 @@ int compaction_level(const compaction *c)
     return c->level;
 }
 
+/* A table moved down a level unchanged (compaction_run). */
+static int compaction_is_move(const compaction *c)
+{
+    return !c->manual && c->in[0].n == 1 && c->in[1].n == 0 && c->out_level != c->level;
+}
+
+uint64_t compaction_output_bytes(const compaction *c)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < 2 && !compaction_is_move(c); i++)
+        for (size_t j = 0; j < c->in[i].n; j++)
+            n += c->in[i].f[j]->file_bytes;
+    return n;
+}
+
 void compaction_free(compaction *c)
 {
     if (!c)
@@ -725,7 +740,7 @@ static int job_fill_edit(cmp_job *j, version_edit *e)
 int compaction_run(compaction *c, const retention *r, version_edit *e, uint64_t *bytes_read,
                    uint64_t *bytes_written)
 {
-    if (!c->manual && c->in[0].n == 1 && c->in[1].n == 0 && c->out_level != c->level) {
+    if (compaction_is_move(c)) {
         /* Nothing to merge with: sequential writes (file data) reach deep levels unrewritten. */
         if (bytes_read)
             *bytes_read = 0;

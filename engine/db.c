@@ -418,13 +418,29 @@ static int db_release_wal_pool(kv_db *db)
     return released;
 }
 
+/* Before a flush or compaction writes about bytes of tables: -ENOSPC (a no-space error, see
+ * the top of this file) when the disk has not that much free, so that a job bound to fail
+ * does not first fill the disk up, taking the room a small write (a deletion) needs. */
+static int db_room_for(kv_db *db, uint64_t bytes, const char *what)
+{
+    uint64_t free_bytes = 0;
+    int rc = kvio_free_bytes(db->dir, &free_bytes);
+    if (rc == 0 && free_bytes < bytes)
+        rc = kv_error(-ENOSPC, "%s: no room for %s of %llu bytes (%llu free)", db->dir, what,
+                      (unsigned long long)bytes, (unsigned long long)free_bytes);
+    return rc;
+}
+
 /* Writes mem to a level-0 table and records it with log number log_number. */
 static int db_write_level0(kv_db *db, memtable *mem, uint64_t log_number)
 {
     version_edit e;
     edit_init(&e);
-    int rc = 0;
     uint64_t max_seq = mem_max_seq(mem);
+    /* the table is at most about the memtable's size (raw young levels: no compression) */
+    int rc = mem_entries(mem) > 0 ? db_room_for(db, mem_bytes(mem), "a memtable flush") : 0;
+    if (rc)
+        goto out;
     if (mem_entries(mem) > 0) {
         iter *it = mem_iter_new(mem);
         if (!it) {
@@ -1433,7 +1449,9 @@ static int db_run_compaction(kv_db *db, compaction *c)
     version_edit e;
     edit_init(&e);
     uint64_t bytes_read = 0, bytes_written = 0;
-    rc = compaction_run(c, &r, &e, &bytes_read, &bytes_written);
+    rc = db_room_for(db, compaction_output_bytes(c), "a compaction");
+    if (rc == 0)
+        rc = compaction_run(c, &r, &e, &bytes_read, &bytes_written);
     if (rc == 0 && (rc = vset_log_and_apply(db->vs, &e)) != 0 && !vset_failed(db->vs))
         vset_discard_added(db->vs, &e);
     edit_free(&e);

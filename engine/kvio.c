@@ -4,7 +4,7 @@
  * Every call
  *   1. asks the fault hook first (kvio_fault below), so a test can fail any call before it
  *      touches the disk; calls are mapped onto the hook's operations as:
- *        KVIO_OPEN   open, mkdir_p, list_dir        KVIO_READ   pread, file_size
+ *        KVIO_OPEN   open, mkdir_p, list_dir        KVIO_READ   pread, file_size, free_bytes
  *        KVIO_WRITE  write, pwrite                  KVIO_SYNC   fsync, fsync_dir,
  *                                                               start_writeback
  *        KVIO_RENAME rename   KVIO_UNLINK unlink   KVIO_LINK link
@@ -36,6 +36,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "util.h"
@@ -203,6 +204,18 @@ int kvio_file_size(int fd, const char *path, uint64_t *size)
     if (fstat(fd, &st) != 0)
         return kvio_fail(-errno, "stat", path);
     *size = (uint64_t)st.st_size;
+    return 0;
+}
+
+int kvio_free_bytes(const char *path, uint64_t *bytes)
+{
+    int rc = kvio_fault(KVIO_READ, "statvfs", path);
+    if (rc)
+        return rc;
+    struct statvfs st;
+    if (statvfs(path, &st) != 0)
+        return kvio_fail(-errno, "statvfs", path);
+    *bytes = (uint64_t)st.f_bavail * st.f_frsize;
     return 0;
 }
 

@@ -59,6 +59,8 @@ int kvio_writeback_note(kvio_writeback *wb, int fd, const char *path, uint64_t e
 /* Starts writeback of everything reported up to end now, whatever its size. */
 int kvio_writeback_now(kvio_writeback *wb, int fd, const char *path, uint64_t end);
 int kvio_file_size(int fd, const char *path, uint64_t *size);
+/* Bytes free for unprivileged writers on the filesystem holding path (statvfs f_bavail). */
+int kvio_free_bytes(const char *path, uint64_t *bytes);
 int kvio_truncate(int fd, const char *path, uint64_t size);
 /* Cuts the file to size and puts the file position there: the next kvio_write_full goes on
  * from size (a writer undoing a partial append). */

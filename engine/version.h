@@ -259,6 +259,8 @@ compaction *vset_compact_range(vset *vs, int level, kv_slice *lo, kv_slice *hi, 
 int compaction_run(compaction *c, const retention *r, version_edit *e, uint64_t *bytes_read,
                    uint64_t *bytes_written);
 int compaction_level(const compaction *c); /* input level */
+/* The most bytes of tables c may write: its inputs' (0 for a table moved unchanged). */
+uint64_t compaction_output_bytes(const compaction *c);
 /* Clears the compacting marks and frees c. */
 void compaction_free(compaction *c);
 

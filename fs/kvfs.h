@@ -26,6 +26,7 @@
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/stat.h>
 
@@ -119,6 +120,10 @@ typedef struct kvfs {
     pthread_t reap_thread;
     int reap_running, reap_stop;
     uint64_t reap_next_ms; /* earliest expiry the reaper is waiting for */
+    /* the reserve (kvfs_room_to_grow, ops_meta.c) */
+    _Atomic uint64_t room_unchecked; /* bytes let through since the last look at the disk */
+    _Atomic uint64_t room_check_every;
+    _Atomic int room_short; /* the last look found less free than the reserve */
 } kvfs;
 
 extern const struct fuse_lowlevel_ops kvfs_ops;
@@ -156,6 +161,13 @@ void kvfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void kvfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
 void kvfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
                     struct fuse_file_info *fi);
+
+/* The reserve: room kept free on the data directory's filesystem for what frees space
+ * (unlink, rmdir, truncate, rename: each needs a small WAL record), as ext4 keeps blocks for
+ * root. What adds data (write, create, mknod, mkdir, symlink, link, setxattr) gets -ENOSPC
+ * once the free space is below it; statfs counts it as used. 0 or -ENOSPC (with a message).
+ * bytes: what the request adds. */
+int kvfs_room_to_grow(kvfs *fs, uint64_t bytes);
 
 /* ---- shared by create (ops_data.c) and mknod/mkdir/symlink (ops_meta.c) ---- */
 /* Creates name in parent. link: symlink target or NULL. nopen: 1 to count an open handle.

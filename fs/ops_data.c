@@ -156,8 +156,11 @@ static int kvfs_do_write(kvfs *fs, uint64_t ino, const char *buf, size_t size, o
         return -EROFS;
     if (off < 0)
         return -EINVAL;
+    int rc = kvfs_room_to_grow(fs, size);
+    if (rc < 0)
+        return rc;
     pthread_mutex_lock(&fs->wmu);
-    int rc = layout_inode_get(fs->lfs, ino, &in);
+    rc = layout_inode_get(fs->lfs, ino, &in);
     if (rc == 0 && !S_ISREG(in.mode))
         rc = -EINVAL;
     if (rc == 0 && !(b = kv_batch_new()))

@@ -310,6 +310,8 @@ int kvfs_do_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
     kv_batch *b = NULL;
     *existed = 0;
     int rc = new_name_check(parent, name, &nlen);
+    if (rc == 0)
+        rc = kvfs_room_to_grow(fs, link ? strlen(link) : 0);
     if (rc < 0)
         return rc;
     pthread_mutex_lock(&fs->wmu);
@@ -693,6 +695,8 @@ static int kvfs_do_link(kvfs *fs, uint64_t ino, uint64_t newparent, const char *
     if (KVFS_IS_SNAP(ino))
         return -EROFS;
     int rc = new_name_check(newparent, newname, &nlen);
+    if (rc == 0)
+        rc = kvfs_room_to_grow(fs, 0);
     if (rc < 0)
         return rc;
     pthread_mutex_lock(&fs->wmu);
@@ -990,6 +994,37 @@ static void kvfs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct f
 
 /* ------------------------------------------------------------------- statfs ---- */
 
+/* The reserve's size (kvfs.h): 1% of the filesystem, within these bounds. */
+#define KVFS_RESERVE_MIN (4ull << 20)
+#define KVFS_RESERVE_MAX (1ull << 30)
+
+static uint64_t reserve_bytes(const struct statvfs *st)
+{
+    uint64_t r = (uint64_t)st->f_blocks * st->f_frsize / 100;
+    return r < KVFS_RESERVE_MIN ? KVFS_RESERVE_MIN : r > KVFS_RESERVE_MAX ? KVFS_RESERVE_MAX : r;
+}
+
+/* Looks at the disk (a statvfs, about a microsecond) again once an eighth of the reserve has
+ * been let through since the last look, so a fast writer cannot run far past it, and at every
+ * request while short, so room freed by anyone is seen at once. */
+int kvfs_room_to_grow(kvfs *fs, uint64_t bytes)
+{
+    uint64_t seen = atomic_fetch_add(&fs->room_unchecked, bytes + 1) + bytes + 1;
+    if (atomic_load(&fs->room_short) || seen >= atomic_load(&fs->room_check_every)) {
+        struct statvfs st;
+        if (statvfs(fs->data_dir, &st) == 0) {
+            uint64_t reserve = reserve_bytes(&st);
+            atomic_store(&fs->room_short, (uint64_t)st.f_bavail * st.f_frsize < reserve + bytes);
+            atomic_store(&fs->room_check_every, reserve / 8);
+        }
+        atomic_store(&fs->room_unchecked, 0);
+    }
+    if (!atomic_load(&fs->room_short))
+        return 0;
+    return layout_error(-ENOSPC, "%s: free space is below the reserve kept for deletions",
+                        fs->data_dir);
+}
+
 static void kvfs_statfs(fuse_req_t req, fuse_ino_t ino)
 {
     kvfs *fs = KVFS_FS(req);
@@ -1004,7 +1039,9 @@ static void kvfs_statfs(fuse_req_t req, fuse_ino_t ino)
     st.f_frsize = host.f_frsize;
     st.f_blocks = host.f_blocks;
     st.f_bfree = host.f_bfree;
-    st.f_bavail = host.f_bavail;
+    /* what writes may use: the reserve is not theirs */
+    uint64_t reserve = (reserve_bytes(&host) + host.f_frsize - 1) / host.f_frsize;
+    st.f_bavail = host.f_bavail > reserve ? host.f_bavail - reserve : 0;
     /* inodes: those handed out so far (an upper bound) plus room for one per free block */
     uint64_t used = fs->lfs->next_ino > 1 ? fs->lfs->next_ino - 1 : 1;
     st.f_ffree = st.f_favail = host.f_bavail;
@@ -1037,6 +1074,8 @@ static int kvfs_do_setxattr(kvfs *fs, uint64_t ino, const char *name, const char
     int rc = xattr_class(name, 1);
     if (rc == 0 && nlen > LAYOUT_NAME_MAX)
         rc = -ERANGE;
+    if (rc == 0)
+        rc = kvfs_room_to_grow(fs, size);
     if (rc < 0)
         return rc;
     if (kvfs_kvx_is(name))

@@ -8,6 +8,8 @@
 #     completes by itself;
 #   - a store on a disk full to the last byte mounts (no room for the new MANIFEST written at
 #     open: it appends to the old one);
+#   - the disk filled through the mount itself: df shows nothing left, and rm, rmdir and
+#     rename still work (kvfs keeps a reserve for them, as ext4 does for root);
 #   - at the end `kvfsctl check` is clean and every file written in full reads back.
 # Needs root (mount -t tmpfs).
 source "$(dirname "$0")/fs_lib.sh"
@@ -105,9 +107,32 @@ if kvfs_mount; then
 fi
 rm -f "$DISK/filler3"
 
+# ---- 4. the disk filled through kvfs itself: deleting still works ---------------------------
 kvfs_mount || fs_done
+mkdir "$MNT/emptydir"
+filled=0
+for i in $(seq 12); do
+    if ! cp "$TMP/rand16m" "$MNT/fill$i" 2>"$TMP/cp.err"; then
+        filled=$i
+        break
+    fi
+done
+if ((filled > 0)) && grep -q 'No space left on device' "$TMP/cp.err"; then
+    ok "writes through the mount filled the disk (file $filled of 16 MiB failed with ENOSPC)"
+else
+    bad "12 files of 16 MiB did not fill the 160 MiB disk: $(cat "$TMP/cp.err")"
+fi
+check_eq "df on the mount shows nothing left for writes" "$(stat -f -c %a "$MNT")" 0
+check "rm on the full disk works (the reserve is for it)" rm -f "$MNT/fill1" "$MNT/fill$filled"
+check_fails "the removed file is gone" test -e "$MNT/fill1"
+check "so does rmdir" rmdir "$MNT/emptydir"
+check "and rename" mv "$MNT/after1" "$MNT/renamed"
+kvfs_umount
+
+kvfs_mount || fs_done
+check_fails "after a remount the removed file is still gone" test -e "$MNT/fill1"
+check_same_file "and the renamed one reads back" "$TMP/rand16m" "$MNT/renamed"
 check_same_file "after all: the first file" "$TMP/keep" "$MNT/keep"
-check_same_file "after all: a file written once there was room" "$TMP/rand16m" "$MNT/after1"
 check_same_file "after all: the last file" "$TMP/rand16m" "$MNT/after2"
 kvfs_umount
 fs_done
