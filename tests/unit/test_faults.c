@@ -232,6 +232,17 @@ static void expect_numbered(kv_db *db, int from, int to)
     }
 }
 
+/* Reopens dir: keys 0..n-1 are there and every checksum verifies; then removes dir. */
+static void reopen_expect_numbered(const char *dir, const kv_options *o, int n)
+{
+    kv_db *db;
+    CHECK_OK(kv_open(dir, o, &db));
+    expect_numbered(db, 0, n);
+    CHECK_OK(kv_verify(db, NULL, NULL));
+    CHECK_OK(kv_close(db));
+    tu_rmtree(dir);
+}
+
 /* A flush whose table does not fit (on_path: the table, or the MANIFEST edit that records
  * it) removes what it wrote and is tried again: nothing sticks, writes that do not need it
  * go on, and once there is room the flush completes and everything is there, also after a
@@ -262,11 +273,7 @@ static void check_flush_full_then_freed(const char *tag, const char *on_path)
     CHECK_OK(kv_close(db));
     kvio_set_fault_hook(NULL, NULL);
 
-    CHECK_OK(kv_open(dir, &o, &db));
-    expect_numbered(db, 0, 300);
-    CHECK_OK(kv_verify(db, NULL, NULL));
-    CHECK_OK(kv_close(db));
-    tu_rmtree(dir);
+    reopen_expect_numbered(dir, &o, 300);
 }
 
 /* Fails writes to every MANIFEST but the one CURRENT names (arg: its name). */
@@ -304,11 +311,7 @@ static void test_open_without_room_for_a_manifest(void)
     CHECK_OK(kv_close(db));
     kvio_set_fault_hook(NULL, NULL);
 
-    CHECK_OK(kv_open(dir, &o, &db));
-    expect_numbered(db, 0, 200);
-    CHECK_OK(kv_verify(db, NULL, NULL));
-    CHECK_OK(kv_close(db));
-    tu_rmtree(dir);
+    reopen_expect_numbered(dir, &o, 200);
 }
 
 static void test_flush_full_then_freed(void)
