@@ -109,10 +109,14 @@ static int srv_put(kvfs *fs, ctl_buf *in, ctl_buf *out)
     const void *v = ctl_buf_rest(in, &vl);
     if (in->err)
         return in->err;
+    int rc = kvfs_room_to_grow(fs, vl); /* the mount's reserve holds for the key view too */
+    if (rc < 0) {
+        srv_layout_err(out, rc);
+        return rc;
+    }
     pthread_mutex_lock(&fs->wmu);
     layout_walk(fs->lfs, k, kl, inval_add, &l);
-    int rc =
-        layout_write_file(fs->lfs, k, kl, v, vl, expire, (uint32_t)geteuid(), (uint32_t)getegid());
+    rc = layout_write_file(fs->lfs, k, kl, v, vl, expire, (uint32_t)geteuid(), (uint32_t)getegid());
     if (rc == 0)
         layout_walk(fs->lfs, k, kl, inval_add, &l);
     pthread_mutex_unlock(&fs->wmu);

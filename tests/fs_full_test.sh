@@ -110,6 +110,7 @@ rm -f "$DISK/filler3"
 # ---- 4. the disk filled through kvfs itself: deleting still works ---------------------------
 kvfs_mount || fs_done
 mkdir "$MNT/emptydir"
+echo victim >"$MNT/victim"
 filled=0
 for i in $(seq 12); do
     if ! cp "$TMP/rand16m" "$MNT/fill$i" 2>"$TMP/cp.err"; then
@@ -126,6 +127,14 @@ check_eq "df on the mount shows nothing left for writes" "$(stat -f -c %a "$MNT"
 check "rm on the full disk works (the reserve is for it)" rm -f "$MNT/fill1" "$MNT/fill$filled"
 check_fails "the removed file is gone" test -e "$MNT/fill1"
 check "so does rmdir" rmdir "$MNT/emptydir"
+if "$KVFSCTL" --data "$DATA" put put-key some-value 2>"$TMP/put.err"; then
+    bad "kvfsctl put on the full disk succeeded"
+else
+    check_eq "kvfsctl put is refused by the reserve too" \
+        "$(grep -c 'reserve kept for deletions' "$TMP/put.err")" 1
+fi
+check "kvfsctl del works on the full disk" "$KVFSCTL" --data "$DATA" del victim
+check_fails "the file it deleted is gone from the mount" test -e "$MNT/victim"
 check "and rename" mv "$MNT/after1" "$MNT/renamed"
 kvfs_umount
 
