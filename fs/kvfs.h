@@ -165,9 +165,8 @@ void kvfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t l
 /* The reserve: room kept free on the data directory's filesystem for what frees space
  * (unlink, rmdir, truncate, rename: each needs a small WAL record), as ext4 keeps blocks for
  * root. What adds data (write, create, mknod, mkdir, symlink, link, setxattr, kvfsctl put)
- * gets -ENOSPC
- * once the free space is below it; statfs counts it as used. 0 or -ENOSPC (with a message).
- * bytes: what the request adds. */
+ * gets -ENOSPC once the free space is below it; statfs counts it as used. 0 or -ENOSPC
+ * (with a message). bytes: what the request adds. */
 int kvfs_room_to_grow(kvfs *fs, uint64_t bytes);
 
 /* ---- shared by create (ops_data.c) and mknod/mkdir/symlink (ops_meta.c) ---- */
