@@ -780,15 +780,66 @@ int compaction_run(compaction *c, const retention *r, version_edit *e, uint64_t 
 
 /* --------------------------------------------------------------- build_level0 ---- */
 
-int build_level0(vset *vs, iter *it, version_edit *e)
+/* Walks a memtable's entries for build_level0: whether the entry at it is kept. prev: the user
+ * key and sequence of the entry before (kept or not). */
+typedef struct l0_walk {
+    kv_buf ukey;
+    int have_key;
+    uint64_t newer; /* seq of the previous (newer) version of ukey; UINT64_MAX: none */
+} l0_walk;
+
+static int l0_keep(l0_walk *w, iter *it, const drop_set *drops, const retention *r, int *keep)
+{
+    kv_parsed_key pk;
+    *keep = 1;
+    if (!r)
+        return 0;
+    if (ikey_parse(iter_key(it), &pk))
+        return kv_error(-EUCLEAN, "flush: bad internal key in the memtable");
+    if (!w->have_key || kv_slice_cmp(pk.user_key, kv_buf_slice(&w->ukey)) != 0) {
+        int rc = kv_buf_set(&w->ukey, pk.user_key.data, pk.user_key.len);
+        if (rc)
+            return rc;
+        w->have_key = 1;
+        w->newer = UINT64_MAX;
+    }
+    uint64_t newer = w->newer;
+    w->newer = pk.seq;
+    if (pk.type == KV_TYPE_DELETE)
+        return 0;
+    uint64_t dropped_at = drops ? drops_next_above(drops, pk.user_key, pk.seq) : UINT64_MAX;
+    if (dropped_at < newer)
+        newer = dropped_at;
+    *keep = newer > r->floor_seq || snap_between(r, pk.seq, newer);
+    return 0;
+}
+
+uint64_t level0_kept_bytes(iter *it, const drop_set *drops, const retention *r)
+{
+    l0_walk w;
+    memset(&w, 0, sizeof w);
+    uint64_t n = 0;
+    int keep;
+    for (iter_seek_first(it); iter_valid(it); iter_next(it))
+        if (l0_keep(&w, it, drops, r, &keep) != 0 || keep)
+            n += iter_key(it).len + iter_value(it).len;
+    kv_buf_free(&w.ukey);
+    return n;
+}
+
+int build_level0(vset *vs, iter *it, const drop_set *drops, const retention *r, version_edit *e)
 {
     out_writer w;
     memset(&w, 0, sizeof w);
     w.vs = vs;
     w.level = 0;
-    int rc = 0;
+    l0_walk walk;
+    memset(&walk, 0, sizeof walk);
+    int rc = 0, keep;
     for (iter_seek_first(it); rc == 0 && iter_valid(it); iter_next(it))
-        rc = out_add(&w, iter_key(it), iter_value(it));
+        if ((rc = l0_keep(&walk, it, drops, r, &keep)) == 0 && keep)
+            rc = out_add(&w, iter_key(it), iter_value(it));
+    kv_buf_free(&walk.ukey);
     if (rc == 0)
         rc = iter_status(it);
     if (rc == 0)

@@ -58,9 +58,15 @@
 #define DB_DROP_UPKEEP_US 1000000u
 /* How long a flush or compaction that found the disk full waits before it tries again. */
 #define DB_NO_SPACE_RETRY_US 1000000u
+/* A table's index, filter, props and footer beside its entries, at the most, for a room check
+ * (db_write_level0). */
+#define DB_TABLE_OVERHEAD_BYTES (1u << 20)
+/* Obsolete WAL segments are pooled for reuse only while this many segments' worth is free. */
+#define DB_WAL_POOL_MIN_FREE 4u
 #define DB_SMALL_BATCH_BYTES (128u << 10)
 
 static void *db_flush_main(void *arg);
+static void db_delete_old_wals(kv_db *db, uint64_t keep_from, size_t pool);
 static void *db_compact_main(void *arg);
 
 /* vset.compaction_pace: while synced writes are coming in (one within DB_PACE_WINDOW_US), a
@@ -324,6 +330,8 @@ static int db_keep_replayed(kv_db *db, int refused)
 {
     kv_log("%s: %s; the replayed WAL stays until there is room for its table", db->dir,
            kv_last_error());
+    /* segments older than the replayed ones are obsolete (a pool left by the last run) */
+    db_delete_old_wals(db, db->vs->log_number, 0);
     memtable *fresh = mem_new();
     if (!fresh)
         return kv_error(-ENOMEM, "out of memory creating a memtable");
@@ -380,11 +388,17 @@ static int db_open_new_wal(kv_db *db)
 }
 
 /* Retires the WAL segments numbered below keep_from: the newest pool (at most DB_WAL_POOL) of
- * them wait in the pool for reuse, the rest are deleted. (mu, or the opening thread) */
+ * them wait in the pool for reuse, the rest are deleted. A disk with less free than
+ * DB_WAL_POOL_MIN_FREE segments pools none: recycling is not worth its room there. (mu, or
+ * the opening thread) */
 static void db_delete_old_wals(kv_db *db, uint64_t keep_from, size_t pool)
 {
     uint64_t *nums;
     size_t n;
+    uint64_t free_bytes = 0;
+    if (pool && (kvio_free_bytes(db->dir, &free_bytes) != 0 ||
+                 free_bytes < DB_WAL_POOL_MIN_FREE * (uint64_t)db->opts.wal_segment_bytes))
+        pool = 0;
     if (db_list_wals(db, 0, &nums, &n) != 0)
         return;
     size_t obsolete = 0;
@@ -436,18 +450,29 @@ static int db_write_level0(kv_db *db, memtable *mem, uint64_t log_number)
 {
     version_edit e;
     edit_init(&e);
+    retention r;
     uint64_t max_seq = mem_max_seq(mem);
-    /* the table is at most about the memtable's size (raw young levels: no compression) */
-    int rc = mem_entries(mem) > 0 ? db_room_for(db, mem_bytes(mem), "a memtable flush") : 0;
+    pthread_mutex_lock(&db->mu);
+    int rc = db_retention(db, &r);
+    pthread_mutex_unlock(&db->mu);
     if (rc)
-        goto out;
+        return rc;
     if (mem_entries(mem) > 0) {
         iter *it = mem_iter_new(mem);
         if (!it) {
             rc = kv_error(-ENOMEM, "out of memory flushing the memtable");
             goto out;
         }
-        rc = build_level0(db->vs, it, &e);
+        /* the table is at most about the memtable's size (raw young levels: no compression);
+         * when that does not fit, count what it would really hold: on a full disk the newest
+         * writes are often the files just deleted to make room */
+        rc = db_room_for(db, mem_bytes(mem), "a memtable flush");
+        if (kv_err_is_no_space(rc)) {
+            uint64_t kept = level0_kept_bytes(it, mem_drops(mem), &r);
+            rc = db_room_for(db, kept + kept / 16 + DB_TABLE_OVERHEAD_BYTES, "a memtable flush");
+        }
+        if (rc == 0)
+            rc = build_level0(db->vs, it, mem_drops(mem), &r, &e);
         iter_destroy(it);
         if (rc)
             goto out;
@@ -468,6 +493,7 @@ static int db_write_level0(kv_db *db, memtable *mem, uint64_t log_number)
         vset_discard_added(db->vs, &e);
 out:
     edit_free(&e);
+    free((void *)r.snap_seqs);
     return rc;
 }
 

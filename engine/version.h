@@ -274,9 +274,14 @@ int vset_drop_upkeep(vset *vs, const retention *r, version_edit *e);
 /* Clears the marks of e's deleted tables that are still in the current version. */
 void vset_drop_upkeep_done(vset *vs, const version_edit *e);
 
-/* Writes the entries of it (a memtable) into new level-0 tables (no dropping; one table per
- * partition, see kv_options.partition_prefix_bytes), fsyncs the directory and adds them to e.
- * Nothing is written for an empty iterator. On failure no table is left behind. */
-int build_level0(vset *vs, iter *it, version_edit *e);
+/* Writes the entries of it (a memtable) into new level-0 tables (one table per partition, see
+ * kv_options.partition_prefix_bytes), fsyncs the directory and adds them to e. With r, a
+ * value no reader can see is left out: the memtable's next newer version of its key, or a
+ * range deletion of its own drops, hides it below r's floor and no snapshot lies between (the
+ * compaction's rule; deletions are all kept). Nothing is written for an empty iterator. On
+ * failure no table is left behind. */
+int build_level0(vset *vs, iter *it, const drop_set *drops, const retention *r, version_edit *e);
+/* The bytes of entries build_level0 would write from it with drops and r (keys and values). */
+uint64_t level0_kept_bytes(iter *it, const drop_set *drops, const retention *r);
 
 #endif /* KV_VERSION_H */

@@ -10,6 +10,8 @@
 #     open: it appends to the old one);
 #   - the disk filled through the mount itself: df shows nothing left, and rm, rmdir and
 #     rename still work (kvfs keeps a reserve for them, as ext4 does for root);
+#   - deleting frees room once the history window has passed; remounting with -o history=0
+#     brings it back at once;
 #   - at the end `kvfsctl check` is clean and every file written in full reads back.
 # Needs root (mount -t tmpfs).
 source "$(dirname "$0")/fs_lib.sh"
@@ -141,6 +143,29 @@ kvfs_umount
 kvfs_mount || fs_done
 check_fails "after a remount the removed file is still gone" test -e "$MNT/fill1"
 check_same_file "and the renamed one reads back" "$TMP/rand16m" "$MNT/renamed"
+
+# ---- 5. room back at once: with -o history=0 deleted data need not wait for the window ------
+rm -f "$MNT"/fill*
+kvfs_umount
+kvfs_mount history=0 || fs_done
+room=0 avail=0
+for i in $(seq 100); do
+    avail=$(($(stat -f -c '%a * %S' "$MNT")))
+    if ((avail >= 16 << 20)); then
+        room=1
+        break
+    fi
+    sleep 0.1
+done
+if ((room)); then
+    ok "with -o history=0 the deleted files' room comes back ($((avail >> 20)) MiB free)"
+else
+    bad "with -o history=0 the deleted files' room did not come back: $((avail >> 20)) MiB free"
+fi
+check "and a 16 MiB file can be written" cp "$TMP/rand16m" "$MNT/after3"
+check_same_file "it reads back" "$TMP/rand16m" "$MNT/after3"
+kvfs_umount
+kvfs_mount || fs_done
 check_same_file "after all: the first file" "$TMP/keep" "$MNT/keep"
 check_same_file "after all: the last file" "$TMP/rand16m" "$MNT/after2"
 kvfs_umount

@@ -65,7 +65,7 @@ static void flush_into(vset *vs, memtable *m, version_edit *e)
     iter *it = mem_iter_new(m);
     CHECK(it != NULL);
     edit_init(e);
-    CHECK_OK(build_level0(vs, it, e));
+    CHECK_OK(build_level0(vs, it, NULL, NULL, e));
     iter_destroy(it);
     mem_unref(m);
 }
@@ -193,6 +193,58 @@ static void test_pace(void)
     CHECK(written > 2 * VSET_PACE_BYTES);
     CHECK(paced == (int)(written / VSET_PACE_BYTES) ||
           paced == (int)(written / VSET_PACE_BYTES) - 1);
+    vset_close(vs);
+    tu_rmtree(dir);
+}
+
+/* The entries build_level0 keeps of one memtable under retention r (its table's entry count;
+ * level0_kept_bytes must agree with it being empty or not). */
+static uint64_t flush_kept(vset *vs, memtable *m, const retention *r)
+{
+    iter *it = mem_iter_new(m);
+    CHECK(it != NULL);
+    version_edit e;
+    edit_init(&e);
+    uint64_t bytes = level0_kept_bytes(it, mem_drops(m), r);
+    CHECK_OK(build_level0(vs, it, mem_drops(m), r, &e));
+    iter_destroy(it);
+    uint64_t n = 0;
+    for (size_t i = 0; i < e.nadded; i++)
+        n += e.added[i].f->entries;
+    CHECK((n == 0) == (bytes == 0));
+    vset_discard_added(vs, &e);
+    edit_free(&e);
+    return n;
+}
+
+/* A flush leaves out the values no reader can see, by the compaction's rule: k has versions
+ * at 1, 2, 3 and j one at 5 under a range deletion at 10; deletions are always kept. */
+static void test_flush_drops_hidden_values(void)
+{
+    const char *dir = tu_tmpdir("cmpflush");
+    kv_options o;
+    opts_default(&o, 64u << 20);
+    vset *vs;
+    CHECK_OK(vset_open(dir, &o, NULL, &vs));
+    memtable *m = mem_new();
+    CHECK(m != NULL);
+    for (uint64_t s = 1; s <= 3; s++)
+        CHECK_OK(mem_add(m, s, KV_TYPE_VALUE, kv_slice_of("k", 1), kv_slice_of("v", 1)));
+    CHECK_OK(mem_add(m, 4, KV_TYPE_DELETE, kv_slice_of("d", 1), kv_slice_of(NULL, 0)));
+    CHECK_OK(mem_add(m, 5, KV_TYPE_VALUE, kv_slice_of("j", 1), kv_slice_of("v", 1)));
+    CHECK_OK(mem_add_drop(m, 10, kv_slice_of("j", 1), kv_slice_of("j\x01", 2)));
+
+    CHECK(flush_kept(vs, m, NULL) == 5);  /* no retention given: everything */
+    retention everyone = {0, NULL, 0, 0}; /* reads at any seq: nothing hidden */
+    CHECK(flush_kept(vs, m, &everyone) == 5);
+    retention now = {100, NULL, 0, 0};   /* history 0: only the newest of each key */
+    CHECK(flush_kept(vs, m, &now) == 2); /* k@3 and the deletion of d */
+    uint64_t snap2[] = {2};
+    retention snap = {100, snap2, 1, 0}; /* a snapshot at 2 still sees k@2 */
+    CHECK(flush_kept(vs, m, &snap) == 3);
+    retention floor2 = {2, NULL, 0, 0}; /* reads at >= 2: k@2, k@3, j@5 (its drop is at 10) */
+    CHECK(flush_kept(vs, m, &floor2) == 4);
+    mem_unref(m);
     vset_close(vs);
     tu_rmtree(dir);
 }
@@ -814,6 +866,7 @@ int main(void)
     test_failure_cleanup();
     test_partitions();
     test_pace();
+    test_flush_drops_hidden_values();
     for (int round = 0; round < 40; round++)
         random_round(round);
     TU_DONE("test_compaction");

@@ -76,7 +76,7 @@ static uint64_t add_table(vset *vs, int level, int lo, int hi, uint64_t base)
     iter *it = mem_iter_new(m);
     version_edit e;
     edit_init(&e);
-    CHECK_OK(build_level0(vs, it, &e));
+    CHECK_OK(build_level0(vs, it, NULL, NULL, &e));
     iter_destroy(it);
     mem_unref(m);
     CHECK(e.nadded == 1 && e.added[0].f->entries == (uint64_t)(hi - lo));
@@ -624,7 +624,7 @@ static void test_get_and_iters(void)
     iter *it = mem_iter_new(mt);
     version_edit e;
     edit_init(&e);
-    CHECK_OK(build_level0(vs, it, &e));
+    CHECK_OK(build_level0(vs, it, NULL, NULL, &e));
     iter_destroy(it);
     mem_unref(mt);
     CHECK(e.nadded == 1);
