@@ -780,8 +780,8 @@ int compaction_run(compaction *c, const retention *r, version_edit *e, uint64_t 
 
 /* --------------------------------------------------------------- build_level0 ---- */
 
-/* Walks a memtable's entries for build_level0: whether the entry at it is kept. prev: the user
- * key and sequence of the entry before (kept or not). */
+/* A walk over a memtable's entries for build_level0 (l0_keep): the user key and sequence of
+ * the entry before, kept or not. */
 typedef struct l0_walk {
     kv_buf ukey;
     int have_key;

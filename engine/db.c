@@ -463,12 +463,12 @@ static int db_write_level0(kv_db *db, memtable *mem, uint64_t log_number)
             rc = kv_error(-ENOMEM, "out of memory flushing the memtable");
             goto out;
         }
+        /* hide: values no reader can see are left out, unless every version is newer than
+         * the floor (the history window reaches back past the memtable): then none is */
+        const retention *hide = r.floor_seq > mem_min_seq(mem) ? &r : NULL;
         /* the table is at most about the memtable's size (raw young levels: no compression);
          * when that does not fit, count what it would really hold: on a full disk the newest
          * writes are often the files just deleted to make room */
-        /* every version is newer than the floor (the history window reaches back past the
-         * memtable): no reader is denied any, so the flush need not look */
-        const retention *hide = r.floor_seq > mem_min_seq(mem) ? &r : NULL;
         rc = db_room_for(db, mem_bytes(mem), "a memtable flush");
         if (kv_err_is_no_space(rc)) {
             uint64_t kept = level0_kept_bytes(it, mem_drops(mem), hide);

@@ -10,9 +10,9 @@
  *        KVIO_RENAME rename   KVIO_UNLINK unlink   KVIO_LINK link
  *        KVIO_TRUNCATE truncate (it gives space back: a full disk fails writes, not this)
  *      (close is never failed by the hook: a "failed" close that kept the descriptor open
- *      would only leak it; nor is truncate_to's seek, which follows a truncate). Composite calls
- * (read_file, replace_atomic, copy_file, lock_file) are built from the calls above and see the hook
- * through them;
+ *      would only leak it; nor is truncate_to's seek, which follows a truncate). Composite
+ *      calls (read_file, replace_atomic, copy_file, lock_file) are built from the calls above
+ *      and see the hook through them;
  *   2. retries EINTR and loops over short reads and writes;
  *   3. turns a failure into a negative errno and a kv_error() message "<call> <path>: <why>",
  *      e.g. "open /x/y: No space left on device".

@@ -21,8 +21,8 @@
  * an append refused for want of space (kv_err_is_no_space) is undone, the file cut back to
  * the end of the last whole record (truncating needs no space), and the log stays usable, so
  * that a disk that fills up and is freed again needs no reopen. Only when that cut fails is
- * the error sticky. Making the new
- * file's name durable (fsync of its directory) is the creator's job, as with every new file.
+ * the error sticky. Making the new file's name durable (fsync of its directory) is the
+ * creator's job, as with every new file.
  *
  * Reader invariants: the reader keeps one block in memory (blk, loaded with kvio_pread_full)
  * and the position of the next fragment. Between calls the position is always good_off, the

@@ -959,9 +959,9 @@ uint64_t vset_new_file_number(vset *vs)
 /* Writes e to the MANIFEST (rotating it when it has grown large) and fsyncs. Called with
  * apply_mu and mu held; mu is released around the append and fsync so that readers taking
  * the current version (and commits noting their time) never wait for the disk. Only
- * vset_log_and_apply appends, and apply_mu serialises it. */
-/* Writes e to the MANIFEST. OUT: *refused = 1 when the disk had no room for the record and the
- * MANIFEST is as it was (log.c): this edit failed, the version set did not. */
+ * vset_log_and_apply appends, and apply_mu serialises it. A rotation with no room for the new
+ * MANIFEST appends to this one instead. OUT: *refused = 1 when the disk had no room for the
+ * record and the MANIFEST is as it was (log.c): this edit failed, the version set did not. */
 static int mf_write_edit(vset *vs, version_edit *e, int *refused)
 {
     *refused = 0;
