@@ -66,6 +66,8 @@ struct compaction {
 };
 
 static int snap_between(const retention *r, uint64_t s, uint64_t newer);
+static int seen_by_a_reader(const retention *r, const drop_set *drops, kv_slice ukey, uint64_t s,
+                            uint64_t newer);
 
 /* ------------------------------------------------------------------ file sets ---- */
 
@@ -318,8 +320,10 @@ static int compaction_is_move(const compaction *c)
 
 uint64_t compaction_output_bytes(const compaction *c)
 {
+    if (compaction_is_move(c))
+        return 0;
     uint64_t n = 0;
-    for (int i = 0; i < 2 && !compaction_is_move(c); i++)
+    for (int i = 0; i < 2; i++)
         for (size_t j = 0; j < c->in[i].n; j++)
             n += c->in[i].f[j]->file_bytes;
     return n;
@@ -577,6 +581,19 @@ static int snap_between(const retention *r, uint64_t s, uint64_t newer)
     return lo < r->nsnaps && r->snap_seqs[lo] < newer;
 }
 
+/* Whether a reader may still see the version of ukey at s, whose next newer version is at
+ * newer (UINT64_MAX: none): a range deletion of drops (may be NULL) between them counts as
+ * the next newer version; the version is seen when that is above the retention floor or a
+ * snapshot lies between. The one rule compaction and flush drop versions by. */
+static int seen_by_a_reader(const retention *r, const drop_set *drops, kv_slice ukey, uint64_t s,
+                            uint64_t newer)
+{
+    uint64_t dropped_at = drops_next_above(drops, ukey, s); /* UINT64_MAX for NULL drops */
+    if (dropped_at < newer)
+        newer = dropped_at; /* a range deletion is the next newer version */
+    return newer > r->floor_seq || snap_between(r, s, newer);
+}
+
 /* 1 if no level below the output level may hold ukey (LevelDB IsBaseLevelForKey). */
 static int base_level_for(const compaction *c, kv_slice ukey)
 {
@@ -652,11 +669,8 @@ static int job_entry(cmp_job *j, const kv_parsed_key *pk, kv_slice value)
     uint64_t s = pk->seq, newer = j->newer;
     unsigned type = pk->type;
     j->newer = s;
-    uint64_t dropped_at = drops_next_above(j->c->v->drops, pk->user_key, s);
-    if (dropped_at < newer)
-        newer = dropped_at; /* a range deletion is the next newer version */
-    if (!(newer > j->r->floor_seq || snap_between(j->r, s, newer)))
-        return 0; /* no reader can see it */
+    if (!seen_by_a_reader(j->r, j->c->v->drops, pk->user_key, s, newer))
+        return 0;
     if (type == KV_TYPE_VALUE_TTL) {
         uint64_t exp;
         kv_slice uv;
@@ -805,12 +819,8 @@ static int l0_keep(l0_walk *w, iter *it, const drop_set *drops, const retention 
     }
     uint64_t newer = w->newer;
     w->newer = pk.seq;
-    if (pk.type == KV_TYPE_DELETE)
-        return 0;
-    uint64_t dropped_at = drops ? drops_next_above(drops, pk.user_key, pk.seq) : UINT64_MAX;
-    if (dropped_at < newer)
-        newer = dropped_at;
-    *keep = newer > r->floor_seq || snap_between(r, pk.seq, newer);
+    if (pk.type != KV_TYPE_DELETE)
+        *keep = seen_by_a_reader(r, drops, pk.user_key, pk.seq, newer);
     return 0;
 }
 

@@ -321,6 +321,15 @@ static int db_seal_replayed(kv_db *db, uint64_t number, uint64_t good_end)
     return rc ? rc : crc;
 }
 
+/* A flush or compaction waits for room (rc, its message in kv_last_error): writes that need
+ * it are refused with them, and it is tried again in retry_us. (mu, or the opening thread) */
+static void db_note_no_space(kv_db *db, int rc, uint64_t retry_us)
+{
+    db->no_space = rc;
+    snprintf(db->no_space_msg, sizeof db->no_space_msg, "%s", kv_last_error());
+    db->no_space_retry_us = kv_mono_us() + retry_us;
+}
+
 /* The disk had no room for the replayed memtable's table (refused): the replayed segments
  * stay where they are (the MANIFEST still names the oldest) and the memtable becomes the
  * immutable one, which the flush thread writes once there is room, as after any flush that
@@ -337,9 +346,7 @@ static int db_keep_replayed(kv_db *db, int refused)
         return kv_error(-ENOMEM, "out of memory creating a memtable");
     db->imm = db->mem;
     db->mem = fresh;
-    db->no_space = refused;
-    snprintf(db->no_space_msg, sizeof db->no_space_msg, "%s", kv_last_error());
-    db->no_space_retry_us = kv_mono_us();
+    db_note_no_space(db, refused, 0);
     return 0;
 }
 
@@ -1397,14 +1404,11 @@ int db_retention(kv_db *db, retention *r)
 static void db_set_bg_error(kv_db *db, int rc)
 {
     if (kv_err_is_no_space(rc) && !vset_failed(db->vs)) {
-        int released = db_release_wal_pool(db);
         if (!db->no_space)
             kv_log("%s: %s; trying again every %u ms", db->dir, kv_last_error(),
                    DB_NO_SPACE_RETRY_US / 1000u);
-        db->no_space = rc;
-        snprintf(db->no_space_msg, sizeof db->no_space_msg, "%s", kv_last_error());
         /* with the pool's room, at once */
-        db->no_space_retry_us = kv_mono_us() + (released ? 0 : DB_NO_SPACE_RETRY_US);
+        db_note_no_space(db, rc, db_release_wal_pool(db) ? 0 : DB_NO_SPACE_RETRY_US);
         return;
     }
     db_set_sticky(db, rc);

@@ -45,7 +45,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -265,18 +264,14 @@ static int log_build(log_writer *w, const uint8_t *p, size_t len)
 }
 
 /* After an append refused for want of space: cuts off whatever part of the record reached
- * the file (and any zeros or older records past it), keeping the message of the refusal.
- * 0, or the truncate's error. */
-static int log_undo_append(log_writer *w, int refused)
+ * the file (and any zeros or older records past it). 0 (the refusal's message stays: a
+ * kvio call that succeeds sets none), or the truncate's error. */
+static int log_undo_append(log_writer *w)
 {
-    char refusal[512];
-    snprintf(refusal, sizeof refusal, "%s", kv_last_error());
     int rc = kvio_truncate_to(w->fd, w->path, w->offset);
-    if (rc)
-        return rc;
-    w->stale = w->offset;
-    kv_error(refused, "%s", refusal);
-    return 0;
+    if (rc == 0)
+        w->stale = w->offset;
+    return rc;
 }
 
 int log_writer_add(log_writer *w, const void *data, size_t len)
@@ -288,7 +283,7 @@ int log_writer_add(log_writer *w, const void *data, size_t len)
     if (rc)
         return rc; /* nothing written: the log is still intact */
     rc = kvio_write_full(w->fd, w->path, w->buf.data, w->buf.len);
-    if (kv_err_is_no_space(rc) && log_undo_append(w, rc) == 0)
+    if (kv_err_is_no_space(rc) && log_undo_append(w) == 0)
         goto out; /* refused, not failed: the log is as it was */
     if (rc == 0) {
         w->offset += w->buf.len;
