@@ -19,6 +19,11 @@
  * handles. They cannot be mmapped or read, so nothing is lost. O_RDWR handles keep the page
  * cache (MAP_SHARED needs it; libfuse 3.14 cannot ask for FUSE_DIRECT_IO_ALLOW_MMAP): their
  * writes that start inside an uncached page may still be split (see set_open_flags).
+ *
+ * A write or O_TRUNC by anyone but root clears the file's setuid bit, and its setgid bit when
+ * it is group-executable, in the same batch (drop_privs): the kernel does this itself only for
+ * writes through the page cache (a SETATTR before the write), not for direct-I/O writes nor for
+ * a truncation carried by the open.
  */
 #include "kvfs.h"
 
@@ -41,28 +46,57 @@ static void set_open_flags(struct fuse_file_info *fi)
         fi->direct_io = 1;
 }
 
-/* O_TRUNC arriving with the open (atomic_o_trunc). */
-static int truncate_zero(kvfs *fs, uint64_t ino)
+/* What the kernel's file_remove_privs does for local filesystems when caller, who is taken to
+ * lack CAP_FSETID unless root, writes to or truncates in. Returns whether the mode changed:
+ * the kernel's cached mode must then be invalidated (forget_cached_mode), since after such a
+ * write it refreshes only the size and times. */
+static int drop_privs(layout_inode *in, uid_t caller)
+{
+    uint32_t old = in->mode;
+    if (caller == 0 || !S_ISREG(in->mode))
+        return 0;
+    in->mode &= ~(uint32_t)S_ISUID;
+    if (in->mode & S_IXGRP)
+        in->mode &= ~(uint32_t)S_ISGID;
+    return in->mode != old;
+}
+
+/* Drops the kernel's cached attributes of ino (not its page cache). Safe inside a handler of
+ * ino: with a negative offset the kernel takes no page or inode lock. */
+static void forget_cached_mode(kvfs *fs, uint64_t ino)
+{
+    if (fs->se)
+        fuse_lowlevel_notify_inval_inode(fs->se, ino, -1, 0);
+}
+
+/* O_TRUNC arriving with the open (atomic_o_trunc), by caller: as on ext4, an empty file too
+ * gets new times (and loses its setuid bit). */
+static int truncate_zero(kvfs *fs, uint64_t ino, uid_t caller)
 {
     layout_inode in;
     kv_batch *b = NULL;
     pthread_mutex_lock(&fs->wmu);
     int rc = layout_inode_get(fs->lfs, ino, &in);
-    if (rc == 0 && in.size && !(b = kv_batch_new()))
+    if (rc == 0 && !(b = kv_batch_new()))
         rc = -ENOMEM;
-    if (rc == 0 && in.size) {
+    if (rc == 0 && in.size)
         rc = layout_truncate(fs->lfs, b, &in, 0);
+    int changed = 0;
+    if (rc == 0) {
+        changed = drop_privs(&in, caller);
         layout_now(&in.mtime);
         in.ctime = in.mtime;
-        if (rc == 0 && (rc = layout_inode_put(b, &in)) == 0)
+        if ((rc = layout_inode_put(b, &in)) == 0)
             rc = kvfs_commit(fs, b);
     }
     pthread_mutex_unlock(&fs->wmu);
     kv_batch_free(b);
+    if (rc == 0 && changed)
+        forget_cached_mode(fs, ino);
     return rc;
 }
 
-static int kvfs_do_open(kvfs *fs, uint64_t ino, struct fuse_file_info *fi)
+static int kvfs_do_open(kvfs *fs, uint64_t ino, uid_t caller, struct fuse_file_info *fi)
 {
     layout_inode in;
     const kv_readopts *ro;
@@ -85,8 +119,8 @@ static int kvfs_do_open(kvfs *fs, uint64_t ino, struct fuse_file_info *fi)
         fi->keep_cache = 1;
         return 0;
     }
-    if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY && S_ISREG(in.mode) &&
-        (rc = truncate_zero(fs, ino)) < 0)
+    /* O_RDONLY|O_TRUNC truncates too, as on ext4 (the kernel has checked write permission) */
+    if ((fi->flags & O_TRUNC) && S_ISREG(in.mode) && (rc = truncate_zero(fs, ino, caller)) < 0)
         return rc;
     set_open_flags(fi);
     return kvfs_itab_ref(fs, ino, 0, 1);
@@ -95,7 +129,7 @@ static int kvfs_do_open(kvfs *fs, uint64_t ino, struct fuse_file_info *fi)
 void kvfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     kvfs *fs = KVFS_FS(req);
-    int rc = kvfs_do_open(fs, ino, fi);
+    int rc = kvfs_do_open(fs, ino, fuse_req_ctx(req)->uid, fi);
     if (rc < 0)
         fuse_reply_err(req, -kvfs_fail("open", rc));
     else if (fuse_reply_open(req, fi) == -ENOENT && !KVFS_IS_SNAP(ino)) /* interrupted */
@@ -111,7 +145,7 @@ void kvfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mod
     int rc = kvfs_do_mknod(req, parent, name, S_IFREG | (mode & 07777), 0, NULL, 1,
                            (fi->flags & O_EXCL) != 0, &existed, &e);
     if (rc == 0 && existed && (fi->flags & O_TRUNC))
-        rc = truncate_zero(fs, e.ino);
+        rc = truncate_zero(fs, e.ino, fuse_req_ctx(req)->uid);
     if (rc < 0) {
         if (existed)
             kvfs_unref_purge(fs, e.ino, 1, 1);
@@ -148,7 +182,8 @@ void kvfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fu
     free(buf);
 }
 
-static int kvfs_do_write(kvfs *fs, uint64_t ino, const char *buf, size_t size, off_t off, int flags)
+static int kvfs_do_write(kvfs *fs, uint64_t ino, const char *buf, size_t size, off_t off, int flags,
+                         uid_t caller)
 {
     layout_inode in;
     kv_batch *b = NULL;
@@ -169,7 +204,9 @@ static int kvfs_do_write(kvfs *fs, uint64_t ino, const char *buf, size_t size, o
         uint64_t pos = (flags & O_APPEND) ? in.size : (uint64_t)off;
         rc = layout_write(fs->lfs, b, &in, buf, size, pos);
     }
+    int changed = 0;
     if (rc == 0) {
+        changed = drop_privs(&in, caller);
         layout_now(&in.mtime);
         in.ctime = in.mtime;
         if ((rc = layout_inode_put(b, &in)) == 0)
@@ -177,13 +214,15 @@ static int kvfs_do_write(kvfs *fs, uint64_t ino, const char *buf, size_t size, o
     }
     pthread_mutex_unlock(&fs->wmu);
     kv_batch_free(b);
+    if (rc == 0 && changed)
+        forget_cached_mode(fs, ino);
     return rc;
 }
 
 void kvfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
                 struct fuse_file_info *fi)
 {
-    int rc = kvfs_do_write(KVFS_FS(req), ino, buf, size, off, (int)fi->fh);
+    int rc = kvfs_do_write(KVFS_FS(req), ino, buf, size, off, (int)fi->fh, fuse_req_ctx(req)->uid);
     if (rc < 0)
         fuse_reply_err(req, -kvfs_fail("write", rc));
     else

@@ -132,6 +132,43 @@ check_eq "file in a setgid dir takes the dir's group" "$(stat -c %g "$M/sgid/fil
 check_eq "subdir of a setgid dir takes the group and the setgid bit" "$(stat -c %g:%a "$M/sgid/subdir")" "1234:2755"
 PERR_AS=nobody check_errno "nobody writes to a 0644 file: EACCES even via truncate" EACCES 'os.truncate(a[0], 0)' "$M/pub/rootfile"
 check_eq "root's file unchanged after nobody's attempts" "$(cat "$M/pub/rootfile")" secret
+# a write or truncation by a user without CAP_FSETID clears setuid (and a group-executable
+# file's setgid), as on ext4, also through O_WRONLY (direct I/O) and an open with O_TRUNC
+for f in wronly rdwr append trunc empty ftrunc gnox rootw; do
+    echo data >"$M/pub/suid_$f"
+    chmod 6777 "$M/pub/suid_$f"
+done
+: >"$M/pub/suid_empty"
+chmod 6777 "$M/pub/suid_empty"
+touch -d @1000 "$M/pub/suid_empty"
+chmod 6767 "$M/pub/suid_gnox"
+PERR_AS=nobody check_errno "nobody writes O_WRONLY to a 6777 file" OK \
+    'fd = os.open(a[0], os.O_WRONLY); os.write(fd, b"x"); os.close(fd)' "$M/pub/suid_wronly"
+PERR_AS=nobody check_errno "nobody writes O_RDWR to a 6777 file" OK \
+    'fd = os.open(a[0], os.O_RDWR); os.write(fd, b"x"); os.close(fd)' "$M/pub/suid_rdwr"
+PERR_AS=nobody check_errno "nobody appends to a 6777 file" OK \
+    'fd = os.open(a[0], os.O_WRONLY|os.O_APPEND); os.write(fd, b"x"); os.close(fd)' "$M/pub/suid_append"
+PERR_AS=nobody check_errno "nobody opens a 6777 file with O_TRUNC" OK \
+    'os.close(os.open(a[0], os.O_WRONLY|os.O_TRUNC))' "$M/pub/suid_trunc"
+PERR_AS=nobody check_errno "nobody opens an empty 6777 file with O_TRUNC" OK \
+    'os.close(os.open(a[0], os.O_WRONLY|os.O_TRUNC))' "$M/pub/suid_empty"
+PERR_AS=nobody check_errno "nobody truncates a 6777 file" OK 'os.truncate(a[0], 1)' "$M/pub/suid_ftrunc"
+PERR_AS=nobody check_errno "nobody writes to a 6767 file" OK \
+    'fd = os.open(a[0], os.O_WRONLY); os.write(fd, b"x"); os.close(fd)' "$M/pub/suid_gnox"
+echo more >>"$M/pub/suid_rootw"
+check_eq "setuid/setgid cleared by nobody's writes and truncations" \
+    "$(stat -c %a "$M"/pub/suid_{wronly,rdwr,append,trunc,empty,ftrunc} | tr '\n' ' ')" \
+    "777 777 777 777 777 777 "
+check_eq "setgid kept on a file that is not group-executable" "$(stat -c %a "$M/pub/suid_gnox")" 2767
+check_eq "root's write keeps setuid/setgid" "$(stat -c %a "$M/pub/suid_rootw")" 6777
+check_eq "nobody's writes reached the files" \
+    "$(head -c 4 "$M/pub/suid_wronly"):$(tail -c 1 "$M/pub/suid_append"):$(stat -c %s "$M/pub/suid_trunc")" \
+    "xata:x:0"
+(($(stat -c %Y "$M/pub/suid_empty") > 1000)) && ok "O_TRUNC of an empty file updates its mtime" ||
+    bad "mtime of an empty file after O_TRUNC: $(stat -c %Y "$M/pub/suid_empty")"
+echo eleven-byte >"$M/rdtrunc"
+check_errno "open O_RDONLY|O_TRUNC" OK 'os.close(os.open(a[0], os.O_RDONLY|os.O_TRUNC))' "$M/rdtrunc"
+check_eq "O_RDONLY|O_TRUNC truncates, as on ext4" "$(stat -c %s "$M/rdtrunc")" 0
 
 # ---- chmod, chown, utimensat, ctime ---------------------------------------------------------
 touch "$M/meta"
