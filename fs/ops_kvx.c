@@ -165,10 +165,11 @@ int kvfs_kvx_set(kvfs *fs, uint64_t ino, const char *name, const char *value, si
             return -EINVAL;
         return kvx_update(fs, ino, 0, kvx_now_ms() + v * 1000u, 0);
     }
-    if (is_exp) {
-        if (v == 0)
+    if (is_exp) { /* a time in the past expires the file now; the same 100-year cap */
+        uint64_t now = kvx_now_ms(), at = v * 1000u;
+        if (v == 0 || (at > now && at - now > KVX_MAX_S * 1000u))
             return -EINVAL;
-        return kvx_update(fs, ino, 0, v * 1000u, 0);
+        return kvx_update(fs, ino, 0, at, 0);
     }
     if (v == 0 || v > KVX_MAX_S)
         return -EINVAL;

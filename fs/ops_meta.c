@@ -264,9 +264,8 @@ static int mknod_batch(kvfs *fs, kv_batch *b, layout_inode *dir, const char *nam
     if (link) {
         size_t tl = strlen(link);
         in->size = tl;
-        rc = in->expire_at_ms ? kv_batch_put_ttl(b, key, layout_key_symlink(key, in->ino), link, tl,
-                                                 in->expire_at_ms)
-                              : kv_batch_put(b, key, layout_key_symlink(key, in->ino), link, tl);
+        /* no TTL of its own (I4): a later change of the inode's expiry covers it */
+        rc = kv_batch_put(b, key, layout_key_symlink(key, in->ino), link, tl);
     }
     dir->mtime = dir->ctime = in->ctime;
     if (S_ISDIR(in->mode))
@@ -1096,9 +1095,8 @@ static int kvfs_do_setxattr(kvfs *fs, uint64_t ino, const char *name, const char
         rc = -ENOMEM;
     if (rc == 0) {
         layout_now(&in.ctime);
-        in.flags |= LAYOUT_IF_XATTRS; /* layout_purge then scans for 'X' keys */
-        rc = in.expire_at_ms ? kv_batch_put_ttl(b, key, klen, value, size, in.expire_at_ms)
-                             : kv_batch_put(b, key, klen, value, size);
+        in.flags |= LAYOUT_IF_XATTRS;                 /* layout_purge then scans for 'X' keys */
+        rc = kv_batch_put(b, key, klen, value, size); /* no TTL of its own (I4) */
     }
     if (rc == 0 && (rc = layout_inode_put(b, &in)) == 0)
         rc = kvfs_commit(fs, b);

@@ -47,6 +47,10 @@ for v in -1 abc 12x 1e3 " 5" 99999999999999999999999 18446744073709551616 ""; do
 done
 check_errno "expires 0 is EINVAL" EINVAL 'os.setxattr(a[0], "user.kvfs.expires", b"0")' "$MNT/f2"
 check_errno "expires -5 is EINVAL" EINVAL 'os.setxattr(a[0], "user.kvfs.expires", b"-5")' "$MNT/f2"
+check_errno "expires over 100 years ahead is EINVAL" EINVAL \
+    'os.setxattr(a[0], "user.kvfs.expires", str(int(a[1]) + 3153600100).encode())' "$MNT/f2" "$now"
+check "expires 99 years ahead is accepted" setfattr -n user.kvfs.expires -v $((now + 3122064000)) "$MNT/f2"
+check "setfattr user.kvfs.expires (absolute) again" setfattr -n user.kvfs.expires -v $((now + 500)) "$MNT/f2"
 check_eq "invalid values changed nothing" "$(xval "$MNT/f2" user.kvfs.expires)" $((now + 500))
 check_errno "ttl on a directory is EINVAL" EINVAL 'os.setxattr(a[0], "user.kvfs.ttl", b"5")' "$MNT"
 check_errno "user.kvfs.version is read-only" EPERM 'os.setxattr(a[0], "user.kvfs.version", b"5")' "$MNT/f2"
@@ -60,7 +64,13 @@ WATCH_PIDS+=($!)
 sleep 0.5
 setfattr -n user.kvfs.ttl -v 2 "$MNT/e1"
 cat "$MNT/e1" >/dev/null
+# xattrs and symlink targets follow the inode's expiry, not the one in force when written
+echo kept >"$MNT/x1"
+setfattr -n user.kvfs.ttl -v 2 "$MNT/x1"
+setfattr -n user.tag -v hello "$MNT/x1"
+setfattr -x user.kvfs.ttl "$MNT/x1"
 sleep 2.4
+check_eq "an xattr set under a removed TTL outlives it" "$(cd "$MNT" && getfattr --only-values -n user.tag x1 2>&1)" hello
 check_eq "expired file is gone from ls at once" "$(ls "$MNT" | grep -c '^e1$')" 0
 check_err_msg "cat of the expired file: ENOENT" "No such file or directory" cat "$MNT/e1"
 check_errno "stat of the expired file: ENOENT" ENOENT 'os.stat(a[0])' "$MNT/e1"
