@@ -8,7 +8,9 @@
  * store holds at that moment, under the write lock, so appenders on the same mount never overwrite
  * each other. Each write is one batch: the chunks it touches (partial chunks read-modify-written)
  * plus the inode record with the new size and mtime, so after a crash a file holds a state
- * it really had. Writes are not synced; fsync syncs the WAL once (kv_sync).
+ * it really had. Writes are not synced; fsync syncs the WAL once (kv_sync). A read takes the
+ * size and the chunks from one store snapshot, so it never pairs one state's size with
+ * another's bytes.
  *
  * One write(2) must reach us as ONE request, or a SIGKILL between two requests leaves a torn
  * write. Through the page cache (write-through) the kernel does split it: when the first page
@@ -166,15 +168,25 @@ void kvfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fu
     const kv_readopts *ro;
     uint64_t real;
     unsigned view;
+    kv_snapshot *snap = NULL;
+    kv_readopts live;
     (void)fi;
     int rc = kvfs_node(fs, ino, &real, &ro, &view);
     rc = rc < 0 ? rc : rc == 2 ? -EISDIR : 0;
+    if (rc == 0 && !ro) { /* the size and the chunks as of one moment, never a mix */
+        rc = kv_snapshot_acquire(fs->db, 0, &snap);
+        memset(&live, 0, sizeof live);
+        live.snapshot = snap;
+        ro = &live;
+    }
     if (rc == 0)
         rc = off < 0 ? -EINVAL : layout_inode_get_at(fs->lfs, ro, real, &in);
     if (rc == 0 && !(buf = malloc(size ? size : 1)))
         rc = -ENOMEM;
     if (rc == 0)
         rc = layout_read_at(fs->lfs, ro, &in, buf, size, (uint64_t)off, &got);
+    if (snap)
+        kv_snapshot_release(fs->db, snap);
     if (rc < 0)
         fuse_reply_err(req, -kvfs_fail("read", rc));
     else
