@@ -64,11 +64,28 @@ static int drop_privs(layout_inode *in, uid_t caller)
 }
 
 /* Drops the kernel's cached attributes of ino (not its page cache). Safe inside a handler of
- * ino: with a negative offset the kernel takes no page or inode lock. */
+ * ino and under wmu: with a negative offset the kernel takes no page or inode lock and waits
+ * for no request. */
 static void forget_cached_mode(kvfs *fs, uint64_t ino)
 {
     if (fs->se)
         fuse_lowlevel_notify_inval_inode(fs->se, ino, -1, 0);
+}
+
+/* Ends a change of in's data staged in b (wmu held): setuid/setgid dropped for caller
+ * (drop_privs; 0 where the kernel has dropped them itself), new mtime and ctime, the inode
+ * record in the same batch, one commit. */
+static int commit_data_change(kvfs *fs, kv_batch *b, layout_inode *in, uid_t caller)
+{
+    int privs_dropped = drop_privs(in, caller);
+    layout_now(&in->mtime);
+    in->ctime = in->mtime;
+    int rc = layout_inode_put(b, in);
+    if (rc == 0)
+        rc = kvfs_commit(fs, b);
+    if (rc == 0 && privs_dropped)
+        forget_cached_mode(fs, in->ino);
+    return rc;
 }
 
 /* O_TRUNC arriving with the open (atomic_o_trunc), by caller: as on ext4, an empty file too
@@ -83,18 +100,10 @@ static int truncate_zero(kvfs *fs, uint64_t ino, uid_t caller)
         rc = -ENOMEM;
     if (rc == 0 && in.size)
         rc = layout_truncate(fs->lfs, b, &in, 0);
-    int changed = 0;
-    if (rc == 0) {
-        changed = drop_privs(&in, caller);
-        layout_now(&in.mtime);
-        in.ctime = in.mtime;
-        if ((rc = layout_inode_put(b, &in)) == 0)
-            rc = kvfs_commit(fs, b);
-    }
+    if (rc == 0)
+        rc = commit_data_change(fs, b, &in, caller);
     pthread_mutex_unlock(&fs->wmu);
     kv_batch_free(b);
-    if (rc == 0 && changed)
-        forget_cached_mode(fs, ino);
     return rc;
 }
 
@@ -216,18 +225,10 @@ static int kvfs_do_write(kvfs *fs, uint64_t ino, const char *buf, size_t size, o
         uint64_t pos = (flags & O_APPEND) ? in.size : (uint64_t)off;
         rc = layout_write(fs->lfs, b, &in, buf, size, pos);
     }
-    int changed = 0;
-    if (rc == 0) {
-        changed = drop_privs(&in, caller);
-        layout_now(&in.mtime);
-        in.ctime = in.mtime;
-        if ((rc = layout_inode_put(b, &in)) == 0)
-            rc = kvfs_commit(fs, b);
-    }
+    if (rc == 0)
+        rc = commit_data_change(fs, b, &in, caller);
     pthread_mutex_unlock(&fs->wmu);
     kv_batch_free(b);
-    if (rc == 0 && changed)
-        forget_cached_mode(fs, ino);
     return rc;
 }
 
@@ -283,11 +284,8 @@ static int kvfs_do_fallocate(kvfs *fs, uint64_t ino, int mode, off_t off, off_t 
     if (rc == 0) {
         uint64_t end = (uint64_t)off + (uint64_t)len;
         if (!(mode & FALLOC_FL_KEEP_SIZE) && end > in.size)
-            in.size = end; /* space is not reserved: the new range is a hole */
-        layout_now(&in.mtime);
-        in.ctime = in.mtime;
-        if ((rc = layout_inode_put(b, &in)) == 0)
-            rc = kvfs_commit(fs, b);
+            in.size = end;                      /* space is not reserved: the new range is a hole */
+        rc = commit_data_change(fs, b, &in, 0); /* the kernel has dropped setuid (SETATTR) */
     }
     pthread_mutex_unlock(&fs->wmu);
     kv_batch_free(b);
